@@ -1,0 +1,29 @@
+# Two entry points, both safe on a fresh clone: `make book` and `make test`.
+# Everything installs into a local virtual environment (.venv) pinned by requirements/constraints.txt.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test lint benchmark clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[all]"
+	touch $(STAMP)
+
+book: $(STAMP)  ## Execute every chapter and build the HTML book into _build/html.
+	$(BIN)/jupyter-book build -W -n --keep-going .
+
+test: $(STAMP)  ## Lint, then run the whole test suite (the book build included).
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+benchmark: $(STAMP)  ## Run the benchmark scripts (not part of the test suite).
+	$(BIN)/python benchmarks/attention.py
+
+clean:
+	rm -rf _build $(VENV)
