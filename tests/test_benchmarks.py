@@ -1,0 +1,29 @@
+"""The benchmark scripts keep running (a smoke test; no timing is asserted, the machine is noisy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["attention"])
+def test_benchmark_runs_and_writes_ratios(script, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{script}.py"), "--quick", "--device", "cpu", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((tmp_path / f"{script}-cpu.json").read_text())
+    assert payload["environment"]["torch"].startswith("2.13.0")
+    assert payload["results"], "no measurement recorded"
+    for row in payload["results"]:
+        assert row["ratio"] > 0
+        assert f"ratio={row['ratio']:.2f}" in result.stdout
