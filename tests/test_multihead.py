@@ -107,3 +107,15 @@ def test_cache_errors_are_named(gen):
     assert cache.keys.data_ptr() == buffer  # written in place, never reallocated
     cache.reset()
     assert cache.length == 0
+
+
+def test_kv_cache_decoding_works_under_torch_compile(gen):
+    # The cache writes into fixed buffers in place, so a compiled step function keeps working as it fills.
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval()
+    x = randn(1, 10, 32, gen=gen)
+    cache = KVCache(1, 4, 16, 8)
+    step = torch.compile(lambda t, c: mha(t, causal=True, cache=c).output, backend="aot_eager", dynamic=True)
+    with torch.no_grad():
+        outputs = [step(x[:, i : i + 1], cache) for i in range(10)]
+        assert_close(torch.cat(outputs, dim=1), mha(x, causal=True))

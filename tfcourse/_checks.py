@@ -6,6 +6,8 @@ an error that names the argument and shows what was seen, instead of broadcastin
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -73,3 +75,12 @@ def check_nonnegative_int(name: str, value: object) -> int:
     if value < 0:
         raise ValueError(f"{name} must be non-negative, got {value}")
     return value
+
+
+def check_probability(name: str, value: object) -> float:
+    """Raise unless ``value`` is a real number in ``[0, 1]``; return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:  # the chained comparison also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)

@@ -31,7 +31,9 @@ from tfcourse.masks import causal_mask
 __all__ = [
     "AttentionOutput",
     "MultiHeadAttention",
+    "attention_from_scores",
     "attention_reference",
+    "attention_scores",
     "entropy_invariant_scale",
     "merge_heads",
     "scaled_dot_product_attention",
@@ -121,6 +123,37 @@ def _check_attention_args(q, k, v, mask, bias, scale, dropout_p) -> tuple[int, .
     return scores_shape
 
 
+def attention_scores(
+    q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None, scale: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    """The raw scores ``q·kᵀ·scale + bias`` in float32, before masking and softmax: ``(..., Tq, Tk)``."""
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q, k.transpose(-2, -1)).float() * scale  # (..., Tq, Dh) @ (..., Dh, Tk) -> (..., Tq, Tk)
+    return scores if bias is None else scores + bias.float()
+
+
+def attention_from_scores(
+    scores: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked softmax of ``scores`` ``(..., Tq, Tk)``, then the weighted sum of ``v`` ``(..., Tk, Dv)``.
+
+    Returns:
+        ``(output, weights)``: output ``(..., Tq, Dv)`` in ``v``'s dtype and the float32 weights before
+        dropout, with masked entries exactly 0.
+    """
+    if mask is not None:
+        # The most negative finite float (not -inf) keeps a fully masked row finite: softmax makes it
+        # uniform, and the masked_fill below turns it into zeros without NaN in forward or backward.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)  # (..., Tq, Tk), float32
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    output = torch.matmul(dropped.to(v.dtype), v)  # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
+    return output, weights
+
+
 def attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -138,21 +171,7 @@ def attention_reference(
         ``(output, weights)``: output ``(..., Tq, Dv)`` in ``v``'s dtype and the float32 attention
         weights ``(..., Tq, Tk)`` before dropout, with masked entries exactly 0.
     """
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.matmul(q, k.transpose(-2, -1)).float() * scale  # (..., Tq, Dh) @ (..., Dh, Tk) -> (..., Tq, Tk)
-    if bias is not None:
-        scores = scores + bias.float()
-    if mask is not None:
-        # The most negative finite float (not -inf) keeps a fully masked row finite: softmax makes it
-        # uniform, and the masked_fill below turns it into zeros without NaN in forward or backward.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1)  # (..., Tq, Tk), float32
-    if mask is not None:
-        weights = weights.masked_fill(~mask, 0.0)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
-    output = torch.matmul(dropped.to(v.dtype), v)  # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
-    return output, weights
+    return attention_from_scores(attention_scores(q, k, bias, scale), v, mask, dropout_p)
 
 
 def _fused_attention(q, k, v, mask, bias, scale, dropout_p, causal) -> torch.Tensor:
@@ -233,7 +252,7 @@ def scaled_dot_product_attention(
 
 
 class AttentionOutput(NamedTuple):
-    """What :class:`MultiHeadAttention` returns when weights or a cache are involved."""
+    """What :class:`MultiHeadAttention` returns when weights, scores or a cache are involved."""
 
     output: torch.Tensor
     """``(B, Tq, D)``."""
@@ -241,6 +260,8 @@ class AttentionOutput(NamedTuple):
     """``(B, H, Tq, Tk)`` float32 weights if requested, else None."""
     cache: KVCache | None
     """The cache passed in, now holding this call's keys and values too."""
+    scores: torch.Tensor | None = None
+    """``(B, H, Tq, Tk)`` float32 raw scores (scaled, bias added, before masking) if requested."""
 
 
 class MultiHeadAttention(nn.Module):
@@ -302,6 +323,7 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
         return_weights: bool = False,
+        return_scores: bool = False,
     ) -> torch.Tensor | AttentionOutput:
         """Attend from ``query`` to ``key``/``value`` (self-attention when ``key`` is None).
 
@@ -313,14 +335,16 @@ class MultiHeadAttention(nn.Module):
                 the cached positions too.
             bias: float additive bias broadcastable to ``(B, H, Tq, Tk)`` (relative position schemes).
             causal: apply the bottom-right aligned causal mask (correct with a cache as well).
-            cache: a :class:`~tfcourse.cache.KVCache`; this call's keys and values are appended and attention runs over
-                everything cached.
+            cache: a :class:`~tfcourse.cache.KVCache`. In self-attention this call's keys and values are
+                appended and attention runs over everything cached. In cross-attention the cache holds the
+                projected memory: the first call fills it, later calls reuse it and ignore ``key``/``value``.
             positions: ``(Tq,)`` or ``(B, Tq)`` positions for ``rotary``; default: after the cached ones.
             return_weights: return the attention weights (uses the plain path).
+            return_scores: return the raw scores too (plain path), for residual attention (RealFormer).
 
         Returns:
-            The ``(B, Tq, D)`` output, or an :class:`AttentionOutput` when ``return_weights`` is True or
-            a cache is given.
+            The ``(B, Tq, D)`` output, or an :class:`AttentionOutput` when weights or scores are requested
+            or a cache is given.
         """
         check_floating("query", query)
         check_rank("query", query, 3)
@@ -342,31 +366,36 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("rotary position embeddings apply to self-attention only; got a separate key")
 
         q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, Tq, Dh)
-        k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, Tk_new, Dh)
-        v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, Tk_new, Dh)
-        if self.rotary is not None:
-            if positions is None:
-                start = cache.length if cache is not None else 0
-                positions = torch.arange(start, start + query.shape[1], device=query.device)
-            q, k = self.rotary(q, positions), self.rotary(k, positions)
-        if cache is not None:
-            k, v = cache.update(k, v)  # (B, H, Tk, Dh): cached + new
+        if cache is not None and not self_attention and cache.length > 0:
+            k, v = cache.keys[:, :, : cache.length], cache.values[:, :, : cache.length]  # projected memory
+        else:
+            k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, Tk_new, Dh)
+            v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, Tk_new, Dh)
+            if self.rotary is not None:
+                if positions is None:
+                    start = cache.length if cache is not None else 0
+                    positions = torch.arange(start, start + query.shape[1], device=query.device)
+                q, k = self.rotary(q, positions), self.rotary(k, positions)
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, H, Tk, Dh): cached + new
         dropout_p = self.dropout if self.training else 0.0
-        result = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            mask=mask,
-            bias=bias,
-            scale=self.scale,
-            dropout_p=dropout_p,
-            return_weights=return_weights,
-            causal=causal,
-        )
-        out, weights = result if return_weights else (result, None)
+        scores = None
+        if return_scores:
+            # Residual attention needs the raw scores, so run the plain path in its two visible steps.
+            if causal:
+                causal_part = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+                mask = causal_part if mask is None else mask & causal_part
+            scores = attention_scores(q, k, bias, self.scale)  # (B, H, Tq, Tk)
+            out, weights = attention_from_scores(scores, v, mask, dropout_p)
+            weights = weights if return_weights else None
+        else:
+            result = scaled_dot_product_attention(
+                q, k, v, mask, bias, self.scale, dropout_p, return_weights=return_weights, causal=causal
+            )
+            out, weights = result if return_weights else (result, None)
         out = self.out_proj(merge_heads(out))  # (B, Tq, D)
-        if return_weights or cache is not None:
-            return AttentionOutput(out, weights, cache)
+        if return_weights or return_scores or cache is not None:
+            return AttentionOutput(out, weights, cache, scores)
         return out
 
     @classmethod

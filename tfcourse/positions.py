@@ -79,14 +79,20 @@ def sinusoidal_positions(
     return table.to(dtype)
 
 
-def _check_offset_fits(x: torch.Tensor, offset: int, max_len: int) -> None:
+def _position_rows(x: torch.Tensor, offset: int, positions: torch.Tensor | None, max_len: int) -> torch.Tensor:
+    """Indices into a ``(max_len, D)`` table for ``x`` ``(B, T, D)``: ``offset + arange(T)`` or ``positions``."""
     check_rank("x", x, 3)
     check_nonnegative_int("offset", offset)
-    if offset + x.shape[1] > max_len:
+    if positions is None:
+        positions = torch.arange(offset, offset + x.shape[1], device=x.device)  # (T,)
+    elif positions.shape[-1] != x.shape[1] or positions.dim() not in (1, 2):
+        raise ValueError(f"positions of shape {tuple(positions.shape)} do not match x of shape {tuple(x.shape)}")
+    if positions.numel() and (int(positions.max()) >= max_len or int(positions.min()) < 0):
         raise ValueError(
-            f"positions {offset}..{offset + x.shape[1] - 1} of x (shape {tuple(x.shape)}) exceed the table "
-            f"of max_len={max_len}"
+            f"positions {int(positions.min())}..{int(positions.max())} of x (shape {tuple(x.shape)}) exceed the "
+            f"table of max_len={max_len}"
         )
+    return positions  # (T,) or (B, T)
 
 
 class SinusoidalPositions(nn.Module):
@@ -100,10 +106,10 @@ class SinusoidalPositions(nn.Module):
         self.max_len = check_positive_int("max_len", max_len)
         self.register_buffer("table", sinusoidal_positions(max_len, d_model, base), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Add positions ``offset .. offset+T-1`` to ``x`` of shape ``(B, T, D)``."""
-        _check_offset_fits(x, offset, self.max_len)
-        return x + self.table[offset : offset + x.shape[1]].to(x.dtype)  # (B, T, D) + (T, D)
+    def forward(self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Add positions ``offset .. offset+T-1`` (or explicit ``positions``) to ``x`` ``(B, T, D)``."""
+        rows = _position_rows(x, offset, positions, self.max_len)
+        return x + self.table[rows].to(x.dtype)  # (B, T, D) + (T, D) or (B, T, D)
 
 
 class LearnedPositions(nn.Module):
@@ -114,10 +120,10 @@ class LearnedPositions(nn.Module):
         self.max_len = check_positive_int("max_len", max_len)
         self.embedding = nn.Embedding(max_len, d_model)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Add positions ``offset .. offset+T-1`` to ``x`` of shape ``(B, T, D)``."""
-        _check_offset_fits(x, offset, self.max_len)
-        return x + self.embedding.weight[offset : offset + x.shape[1]]  # (B, T, D) + (T, D)
+    def forward(self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Add positions ``offset .. offset+T-1`` (or explicit ``positions``) to ``x`` ``(B, T, D)``."""
+        rows = _position_rows(x, offset, positions, self.max_len)
+        return x + self.embedding(rows)  # (B, T, D) + (T, D) or (B, T, D)
 
 
 # --------------------------------------------------------------------------------------------------------------
