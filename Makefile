@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 book: $(STAMP)  ## Execute every chapter and build the HTML book into _build/html.
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
-test: $(STAMP)  ## Lint, then run the whole test suite (the book build included).
+test: $(STAMP)  ## Lint, then run the whole test suite (the book build and a browser check included).
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	tools/setup_browser.sh
 	$(BIN)/python -m pytest
 
-benchmark: $(STAMP)  ## Run the benchmark scripts (not part of the test suite).
-	$(BIN)/python benchmarks/attention.py
+benchmark: $(STAMP)  ## Run every benchmark script and print one table of ratios (not part of the test suite).
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf _build $(VENV)

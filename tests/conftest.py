@@ -5,8 +5,15 @@ CUDA variants carry the ``cuda`` marker and skip on machines without a GPU, so o
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _HAS_CUDA = torch.cuda.is_available()
 _SKIP_NO_CUDA = pytest.mark.skipif(not _HAS_CUDA, reason="needs a CUDA GPU")
@@ -33,3 +40,21 @@ def dtype(request) -> torch.dtype:
 def gen() -> torch.Generator:
     """A seeded CPU generator, so failures reproduce."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> tuple[Path, str]:
+    """Build into a fresh output folder (no execution cache, no stale pages) and return the HTML folder."""
+    jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if jupyter_book is None:
+        pytest.fail("jupyter-book is not installed; install the project with its [book] extra")
+    out = tmp_path_factory.mktemp("book")
+    result = subprocess.run(
+        [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", "--path-output", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    return out / "_build" / "html", log

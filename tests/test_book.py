@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> tuple[Path, str]:
-    """Build into a fresh output folder (no execution cache, no stale pages) and return the HTML folder."""
-    jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
-    if jupyter_book is None:
-        pytest.fail("jupyter-book is not installed; install the project with its [book] extra")
-    out = tmp_path_factory.mktemp("book")
-    result = subprocess.run(
-        [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", "--path-output", str(out), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    return out / "_build" / "html", log
 
 
 @pytest.mark.book

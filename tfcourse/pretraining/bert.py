@@ -15,9 +15,9 @@ from tfcourse.pretraining._common import IGNORE_INDEX, check_id, check_ids, unif
 __all__ = ["IS_NEXT", "NOT_NEXT", "MaskedLM", "PackedPair", "SentencePair", "mlm_mask", "nsp_pairs", "pack_pair"]
 
 IS_NEXT = 0
-"""NSP label: B is the sentence that follows A (Hugging Face's convention)."""
+"""The NSP label saying that B is the sentence that follows A (Hugging Face's convention)."""
 NOT_NEXT = 1
-"""NSP label: B is a random sentence from another document."""
+"""The NSP label saying that B is a random sentence from another document."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ class MaskedLM(NamedTuple):
     """What :func:`mlm_mask` returns; every field has the shape of ``input_ids``."""
 
     input_ids: torch.Tensor
-    """The corrupted ids: ``[MASK]``, random or original at selected positions, the original elsewhere."""
+    """The corrupted ids (``[MASK]``, random or original at selected positions; the original elsewhere)."""
     labels: torch.Tensor
     """``torch.long``: the original id at selected positions, ``IGNORE_INDEX`` (-100) elsewhere."""
     selected: torch.Tensor

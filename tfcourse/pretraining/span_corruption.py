@@ -21,9 +21,9 @@ class SpanCorruption(NamedTuple):
     """What :func:`span_corruption` returns; all fields are 1-D and on the device of ``tokens``."""
 
     inputs: torch.Tensor
-    """Encoder input: the tokens with each noise span replaced by one sentinel."""
+    """The encoder input, with each noise span replaced by one sentinel."""
     targets: torch.Tensor
-    """Decoder target: each sentinel followed by the tokens of its span."""
+    """The decoder target, each sentinel followed by the tokens of its span."""
     noise_mask: torch.Tensor
     """``(T,)`` bool, True at the dropped (noise) tokens."""
 
