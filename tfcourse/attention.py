@@ -273,7 +273,7 @@ class MultiHeadAttention(nn.Module):
 
     Args:
         d_model: D, the width of the queries' input and of the output.
-        num_heads: H; must divide ``d_model``.
+        num_heads: H; must divide ``d_model`` unless ``head_dim`` is given.
         kdim: width of the key input for cross-attention (defaults to D).
         vdim: width of the value input (defaults to ``kdim``).
         bias: whether the four projections have biases.
@@ -281,6 +281,8 @@ class MultiHeadAttention(nn.Module):
         scale: fixed score scale; ``None`` means ``1/√Dh``.
         rotary: an optional :class:`tfcourse.positions.RotaryEmbedding` applied to queries and keys
             (self-attention only).
+        head_dim: Dh, the width of each head; defaults to ``D/H``. T5 sets it on its own (``d_kv``), so
+            the heads' total width ``H·Dh`` may differ from D (the output projection maps it back to D).
     """
 
     def __init__(
@@ -294,22 +296,25 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         scale: float | None = None,
         rotary: nn.Module | None = None,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("num_heads", num_heads)
-        if d_model % num_heads:
+        if head_dim is None and d_model % num_heads:
             raise ValueError(f"num_heads={num_heads} does not divide d_model={d_model}")
+        head_dim = d_model // num_heads if head_dim is None else check_positive_int("head_dim", head_dim)
+        inner = num_heads * head_dim  # H·Dh, the concatenated heads' width
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         kdim = d_model if kdim is None else check_positive_int("kdim", kdim)
         vdim = kdim if vdim is None else check_positive_int("vdim", vdim)
-        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
+        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.dropout, self.scale, self.rotary = dropout, scale, rotary
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(kdim, d_model, bias=bias)
-        self.v_proj = nn.Linear(vdim, d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.q_proj = nn.Linear(d_model, inner, bias=bias)
+        self.k_proj = nn.Linear(kdim, inner, bias=bias)
+        self.v_proj = nn.Linear(vdim, inner, bias=bias)
+        self.out_proj = nn.Linear(inner, d_model, bias=bias)
 
     def forward(
         self,

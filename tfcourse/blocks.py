@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _NORMS = ("post", "pre", "deepnorm")
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
 
 
 class FeedForward(nn.Module):
@@ -110,12 +110,14 @@ class TransformerLayer(nn.Module):
         d_ff: hidden width of the feed-forward network.
         norm: ``"post"``, ``"pre"`` or ``"deepnorm"`` (see the module docstring).
         dropout: dropout probability.
-        activation: ``"relu"`` or ``"gelu"``.
+        activation: ``"relu"``, ``"gelu"`` or ``"gelu_tanh"`` (the tanh approximation, GPT-2's and Funnel's).
         cross_attention: add a sublayer attending to an encoder's output (decoder layers).
         residual_attention: RealFormer: add ``prev_scores`` to the self-attention scores and return the sum.
         deepnorm_alpha: α for ``norm="deepnorm"``.
         layer_norm_eps: LayerNorm epsilon.
         rotary: optional :class:`~tfcourse.positions.RotaryEmbedding` for the self-attention.
+        attention_dropout: dropout on the attention weights; defaults to ``dropout``.
+        ff_dropout: dropout inside the feed-forward network; defaults to ``dropout`` (BERT uses none there).
     """
 
     def __init__(
@@ -132,6 +134,8 @@ class TransformerLayer(nn.Module):
         deepnorm_alpha: float = 1.0,
         layer_norm_eps: float = 1e-5,
         rotary: nn.Module | None = None,
+        attention_dropout: float | None = None,
+        ff_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -139,11 +143,13 @@ class TransformerLayer(nn.Module):
         if norm != "deepnorm" and deepnorm_alpha != 1.0:
             raise ValueError(f"deepnorm_alpha={deepnorm_alpha} only applies to norm='deepnorm', got norm={norm!r}")
         self.norm, self.alpha, self.residual_attention = norm, deepnorm_alpha, residual_attention
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, rotary=rotary)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        ff_dropout = dropout if ff_dropout is None else ff_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout, rotary=rotary)
         self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout) if cross_attention else None
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout) if cross_attention else None
         self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if cross_attention else None
-        self.ff = FeedForward(d_model, d_ff, dropout, activation)
+        self.ff = FeedForward(d_model, d_ff, ff_dropout, activation)
         self.ff_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
 
@@ -340,7 +346,8 @@ class Encoder(_Stack):
         final_norm: end with a LayerNorm (default: only for ``norm="pre"``).
         deepnorm: explicit constants (for an encoder–decoder model, see :func:`deepnorm_constants`).
         rotary: optional rotary embedding shared by all layers.
-        **layer_kwargs: ``dropout``, ``activation``, ``residual_attention``, ``layer_norm_eps``.
+        **layer_kwargs: ``dropout``, ``attention_dropout``, ``ff_dropout``, ``activation``,
+            ``residual_attention``, ``layer_norm_eps``.
     """
 
     def forward(
