@@ -80,7 +80,7 @@ def main() -> None:
         rows += measure("GPT-2 small shape", gpt2_small, lengths, "cuda", torch.bfloat16)
     for row in rows:
         print(
-            f"{row['what']:<40} {row['dtype']:<9} speed-up={row['ratio']:.1f}x (goal {row['goal']})  "
+            f"{row['what']:<40} {row['dtype']:<9} ratio={row['ratio']:.2f} (cache speed-up; goal {row['goal']})  "
             f"cached={row['cached_tokens_per_s']:.0f} tok/s  full={row['full_tokens_per_s']:.0f} tok/s  "
             f"cached per token={row['cached_ms_per_token']:.2f} ms ({row['per_token_vs_first']:.2f}x the first)"
         )

@@ -16,6 +16,7 @@ from tfcourse.models.funnel import FunnelBaseModel, FunnelConfig, FunnelModel
 from tfcourse.models.gau import FLASH, GAU, FLASHConfig
 from tfcourse.models.gpt import GPT, GPTConfig
 from tfcourse.models.seq2seq import Seq2Seq, Seq2SeqConfig, shift_targets
+from tfcourse.models.t5 import T5Config, T5ForConditionalGeneration, T5Model
 from tfcourse.models.transformer_xl import TransformerXL, TransformerXLConfig
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
     "GPTConfig",
     "Seq2Seq",
     "Seq2SeqConfig",
+    "T5Config",
+    "T5ForConditionalGeneration",
+    "T5Model",
     "TransformerXL",
     "TransformerXLConfig",
     "shift_targets",
