@@ -12,7 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["attention"])
+@pytest.mark.parametrize("script", ["attention", "generation", "sparse"])
 def test_benchmark_runs_and_writes_ratios(script, tmp_path):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{script}.py"), "--quick", "--device", "cpu", "--out", str(tmp_path)],
@@ -27,3 +27,19 @@ def test_benchmark_runs_and_writes_ratios(script, tmp_path):
     for row in payload["results"]:
         assert row["ratio"] > 0
         assert f"ratio={row['ratio']:.2f}" in result.stdout
+
+
+def test_run_all_prints_one_table_of_every_scripts_ratios(tmp_path):
+    options = ["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "sparse"]
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_all.py"), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "sparse-cpu.json").read_text())["results"]
+    table = result.stdout.split("benchmark  ", 1)[1]  # the combined table comes after the scripts' own output
+    assert table.count("\nsparse ") == len(rows)
+    for row in rows:
+        assert f"{row['ratio']:.2f}" in table and row["what"] in table
