@@ -1,0 +1,128 @@
+"""Grading throughput: ``tfcourse grade --workers 2`` vs plain serial ``nbgrader autograde``.
+
+Run ``python benchmarks/grading.py`` (``--quick`` for a smoke test). It builds a temporary course with one
+exercise, makes N submissions (solved, untouched and half-solved, in turn), grades them once with plain
+``nbgrader autograde`` (one process, one notebook after another) and once with
+``tfcourse grade --workers 2 --no-feedback`` (same course config; it also writes the CSV, and plain autograde
+makes no feedback either), checks that both give the same scores, and prints notebooks per minute.
+Writes ``benchmarks/results/grading-cpu.json``. Goal from the issue tracker: speed-up ≥ 1.7 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment, save
+
+EXERCISE = "ch02-scaling"
+NAME = "bench"
+
+
+def _submissions(course: Path, count: int) -> None:
+    release = nbformat.read(str(course / "release" / NAME / f"{EXERCISE}.ipynb"), as_version=4)
+    source = nbformat.read(str(course / "source" / NAME / f"{EXERCISE}.ipynb"), as_version=4)
+    answers = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in source.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
+    for i in range(count):
+        nb = copy.deepcopy(release)
+        for j, cell in enumerate(nb.cells):
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            solve = i % 3 == 0 or (i % 3 == 2 and j % 2 == 0)  # solved, untouched, half-solved in turn
+            if grade_id in answers and solve:
+                cell.source = answers[grade_id]
+        folder = course / "submitted" / f"student{i:03d}" / NAME
+        folder.mkdir(parents=True)
+        nbformat.write(nb, str(folder / f"{EXERCISE}.ipynb"))
+
+
+def _scores(course: Path) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    from tfcourse.grading.course import load_config
+
+    config = load_config(course)
+    with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gb:
+        return {s.student.id: s.score for s in gb.assignment_submissions(NAME)}
+
+
+def _reset(course: Path) -> None:
+    shutil.rmtree(course / "autograded", ignore_errors=True)
+    shutil.rmtree(course / "feedback", ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 submissions instead of 40, for a smoke test")
+    parser.add_argument("--submissions", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
+    args = parser.parse_args()
+    count = args.submissions or (8 if args.quick else 40)
+    env = environment("cpu")
+    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
+    bin_dir = Path(sys.executable).parent
+    tfcourse, nbgrader = str(bin_dir / "tfcourse"), str(bin_dir / "nbgrader")
+    with tempfile.TemporaryDirectory() as scratch:
+        course = Path(scratch) / "course"
+        subprocess.run([tfcourse, "course", "init", str(course)], check=True, capture_output=True)
+        subprocess.run(
+            [tfcourse, "assign", str(course), NAME, "--exercises", EXERCISE, "--no-validate"],
+            check=True,
+            capture_output=True,
+        )
+        _submissions(course, count)
+
+        started = time.perf_counter()
+        subprocess.run([nbgrader, "autograde", NAME, "--force"], cwd=course, check=True, capture_output=True)
+        serial = time.perf_counter() - started
+        serial_scores = _scores(course)
+        _reset(course)
+
+        started = time.perf_counter()
+        command = [tfcourse, "grade", str(course), NAME, "--workers", str(args.workers), "--quiet", "--no-feedback"]
+        subprocess.run(command, check=True, capture_output=True)
+        parallel = time.perf_counter() - started
+        parallel_scores = _scores(course)
+
+    same = serial_scores == parallel_scores and len(serial_scores) == count
+    rows = [
+        {"what": "nbgrader autograde (serial)", "seconds": serial, "per_minute": 60 * count / serial},
+        {
+            "what": f"tfcourse grade --workers {args.workers} (autograde + CSV)",
+            "seconds": parallel,
+            "per_minute": 60 * count / parallel,
+        },
+    ]
+    for row in rows:
+        print(f"{row['what']:<48} {count} notebooks  {row['seconds']:7.1f} s  {row['per_minute']:6.1f} notebooks/min")
+    ratio = serial / parallel
+    print(f"speed-up {ratio:.2f} (goal >= 1.7)  same scores: {same}")
+    result = {
+        "environment": env,
+        "submissions": count,
+        "exercise": EXERCISE,
+        "results": rows,
+        "ratio": ratio,
+        "same_scores": same,
+    }
+    path = save("grading-cpu", result, args.out)
+    print(f"wrote {path}")
+    if not same:
+        sys.exit("the two graders disagree on the scores")
+
+
+if __name__ == "__main__":
+    main()

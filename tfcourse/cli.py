@@ -1,0 +1,184 @@
+"""The ``tfcourse`` command: the exercise bank and nbgrader-based grading for instructors and learners.
+
+::
+
+    tfcourse exercises                               list the exercise catalogue
+    tfcourse course init DIR                         create an nbgrader course folder for PyTorch notebooks
+    tfcourse assign DIR NAME --exercises ID [ID ...] build, release and validate a problem set
+    tfcourse grade DIR NAME --workers N              autograde every submission, feedback, grades-NAME.csv
+    tfcourse check NOTEBOOK.ipynb                    run a learner's notebook and show the visible tests' verdict
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _exercises(args: argparse.Namespace) -> int:
+    from tfcourse.grading.catalogue import load_catalogue
+
+    exercises = load_catalogue(args.catalogue)
+    rows = [
+        [e.id, str(e.chapter), e.title, str(len(e.parts)), f"{e.points:g}", str(e.minutes), e.difficulty]
+        for e in sorted(exercises, key=lambda e: (e.chapter, e.id))
+    ]
+    print(_table(["id", "chapter", "title", "parts", "points", "minutes", "difficulty"], rows))
+    return 0
+
+
+def _course_init(args: argparse.Namespace) -> int:
+    from tfcourse.grading.course import init_course
+    from tfcourse.grading.settings import Limits
+
+    limits = Limits(timeout=args.timeout, memory_mb=args.memory_mb, max_output_lines=args.max_output_lines)
+    config = init_course(args.dir, course_id=args.course_id, limits=limits, force=args.force)
+    print(f"created {config}")
+    print(f"limits: {limits.timeout} s per cell, {limits.memory_mb} MiB per kernel, {limits.max_output_lines} lines")
+    return 0
+
+
+def _assign(args: argparse.Namespace) -> int:
+    from tfcourse.grading.assign import assign
+
+    validation = assign(
+        args.dir, args.name, args.exercises, force=args.force, check=not args.no_validate, workers=args.workers
+    )
+    root = Path(args.dir).resolve()
+    print(f"released {args.name} into {root / 'release' / args.name}")
+    if args.no_validate:
+        return 0
+    if validation.ok:
+        print(f"validated {len(validation.checked)} notebooks: solutions pass every test, stubs pass none")
+        return 0
+    print("validation found problems:", *validation.problems, sep="\n  ", file=sys.stderr)
+    return 1
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from tfcourse.grading.grade import grade, summarise
+
+    rows = grade(
+        args.dir,
+        args.name,
+        workers=args.workers,
+        deadline=args.deadline,
+        feedback=not args.no_feedback,
+        only=args.students,
+        progress=not args.quiet,
+    )
+    summarise(rows)
+    print(f"\nwrote {Path(args.dir).resolve() / f'grades-{args.name}.csv'}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    from tfcourse.grading.catalogue import CatalogueError, load_catalogue
+    from tfcourse.grading.runner import read_notebook, release_version, restore_locked_cells, run_notebook
+    from tfcourse.grading.settings import Limits
+
+    path = Path(args.notebook)
+    try:
+        nb = read_notebook(path)
+    except (ValueError, OSError) as error:
+        print(f"cannot check {path}: {error}", file=sys.stderr)
+        return 2
+    restored: list[str] = []
+    try:
+        exercise = next((e for e in load_catalogue(validate=False) if e.id == path.stem), None)
+    except (CatalogueError, OSError):
+        exercise = None
+    if exercise is not None and exercise.notebook.is_file():
+        # As the grader does: locked cells (setup, tests) come from the original, whatever the file holds.
+        restored = restore_locked_cells(nb, release_version(read_notebook(exercise.notebook)))
+    nb, _ = ClearHiddenTests(enforce_metadata=False).preprocess(nb, {})  # visible tests only
+    limits = Limits(timeout=args.timeout, memory_mb=args.memory_mb)
+    with tempfile.TemporaryDirectory() as scratch:
+        cwd = path.resolve().parent if path.resolve().parent.is_dir() else scratch
+        result = run_notebook(nb, cwd, limits)
+    rows = [[p.grade_id, f"{p.score:g} / {p.max_score:g}", p.reason] for p in result.parts]
+    rows.append(["total", f"{result.score:g} / {result.max_score:g}", ""])
+    print(f"{path.name} (visible tests; the grader also runs hidden ones)")
+    print(_table(["part", "points", "feedback"], rows))
+    if restored:
+        print(f"\nnote: locked cells {', '.join(restored)} were restored from the original, as the grader does")
+    for error in result.other_errors:
+        print(f"error outside the tests: {error}")
+    return 0 if result.parts and result.score >= result.max_score else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tfcourse.grading.settings import Limits
+
+    defaults = Limits()
+    parser = argparse.ArgumentParser(prog="tfcourse", description="Exercises and grading for the tfcourse course.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("exercises", help="list the exercise catalogue")
+    listing.add_argument("--catalogue", type=Path, default=None, help="catalogue file (default: the bank's)")
+    listing.set_defaults(run=_exercises)
+
+    course = commands.add_parser("course", help="manage a course folder").add_subparsers(dest="action", required=True)
+    init = course.add_parser("init", help="create an nbgrader course folder suited to PyTorch notebooks")
+    init.add_argument("dir", type=Path)
+    init.add_argument("--course-id", default="tfcourse")
+    init.add_argument("--timeout", type=int, default=defaults.timeout, help="seconds per cell")
+    init.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="kernel address-space limit")
+    init.add_argument("--max-output-lines", type=int, default=defaults.max_output_lines)
+    init.add_argument("--force", action="store_true", help="overwrite an existing nbgrader_config.py")
+    init.set_defaults(run=_course_init)
+
+    assign = commands.add_parser("assign", help="compose, release and validate a problem set from the bank")
+    assign.add_argument("dir", type=Path)
+    assign.add_argument("name", help="assignment name")
+    assign.add_argument("--exercises", nargs="+", required=True, metavar="ID", help="exercise ids from the catalogue")
+    assign.add_argument("--force", action="store_true", help="replace an existing assignment source")
+    assign.add_argument("--no-validate", action="store_true", help="skip running the source and release")
+    assign.add_argument("--workers", type=int, default=2, help="parallel validation processes")
+    assign.set_defaults(run=_assign)
+
+    grade = commands.add_parser("grade", help="autograde all submissions in parallel and export grades")
+    grade.add_argument("dir", type=Path)
+    grade.add_argument("name", help="assignment name")
+    grade.add_argument("--workers", type=int, default=2, help="parallel grading processes")
+    grade.add_argument("--deadline", type=float, default=None, help="seconds one student's grading may take")
+    grade.add_argument("--students", nargs="+", default=None, help="grade only these students")
+    grade.add_argument("--no-feedback", action="store_true", help="skip the HTML feedback")
+    grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.set_defaults(run=_grade)
+
+    check = commands.add_parser("check", help="run a notebook and show the verdict of its visible tests")
+    check.add_argument("notebook", type=Path)
+    check.add_argument("--timeout", type=int, default=defaults.timeout, help="seconds per cell")
+    check.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="kernel address-space limit")
+    check.set_defaults(run=_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tfcourse`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"tfcourse {args.command}: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Make the reference unavailable while a learner's code runs under a check.
+
+An exercise that asks for attention "from scratch" is not answered by calling
+``torch.nn.functional.scaled_dot_product_attention`` or ``tfcourse.scaled_dot_product_attention``. Inside
+:func:`forbid` those callables are temporarily replaced by stubs that raise :class:`ReferenceUsed` with a
+message saying so, and every call is recorded (so a learner's ``try``/``except`` cannot hide it). On exit,
+normal or by an exception, everything is put back exactly as it was.
+
+A forbidden name is patched where it is defined, wherever :mod:`tfcourse` re-exports it (``tfcourse.<name>``
+and any ``tfcourse.*`` module holding the same object), and in the namespaces passed in, usually the
+learner's globals, which catches ``from torch.nn.functional import scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable, MutableMapping
+from types import ModuleType, TracebackType
+
+from tfcourse.grading.compare import CheckFailed
+
+__all__ = ["ATTENTION", "MASKS", "MULTI_HEAD", "Forbid", "ReferenceUsed", "forbid", "resolve"]
+
+# Presets for the exercises: what "write it yourself" rules out.
+ATTENTION = (
+    "tfcourse.attention.scaled_dot_product_attention",
+    "tfcourse.attention.attention_reference",
+    "tfcourse.attention.attention_from_scores",
+    "tfcourse.attention.MultiHeadAttention.forward",
+    "torch.nn.functional.scaled_dot_product_attention",
+    "torch._C._nn.scaled_dot_product_attention",
+    "torch.nn.functional.multi_head_attention_forward",
+    "torch.nn.MultiheadAttention.forward",
+)
+MULTI_HEAD = (*ATTENTION, "tfcourse.attention.split_heads", "tfcourse.attention.merge_heads")
+MASKS = (
+    "tfcourse.masks.lengths_to_mask",
+    "tfcourse.masks.causal_mask",
+    "tfcourse.masks.attention_mask",
+)
+
+
+class ReferenceUsed(CheckFailed):
+    """Raised when a learner's code calls a callable the exercise asks them to write themselves."""
+
+
+def resolve(path: str) -> tuple[object, str, object]:
+    """Split a dotted path into ``(owner, attribute, current value)``, importing the longest module prefix.
+
+    Raises:
+        ValueError: if no prefix of ``path`` is an importable module or an attribute is missing.
+    """
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:-1]:
+                owner = getattr(owner, part)
+            return owner, parts[-1], getattr(owner, parts[-1])
+        except AttributeError as error:
+            raise ValueError(f"cannot forbid {path!r}: {error}") from None
+    raise ValueError(f"cannot forbid {path!r}: no importable module in the path")
+
+
+def _message(path: str) -> str:
+    public = path.replace("torch._C._nn.", "torch.nn.functional.")
+    return (
+        f"This exercise asks for your own implementation, so {public} is not available while your code is "
+        "checked (it is what your answer is compared with). Write the computation with basic tensor "
+        "operations instead."
+    )
+
+
+class Forbid:
+    """Context manager that forbids ``paths`` while active; see :func:`forbid`.
+
+    Attributes:
+        calls: dotted paths of the forbidden callables that were called, in order.
+    """
+
+    def __init__(self, paths: Iterable[str], namespaces: Iterable[MutableMapping[str, object]] = ()) -> None:
+        self.paths = tuple(dict.fromkeys(paths))  # keep order, drop duplicates
+        self.namespaces = list(namespaces)
+        self.calls: list[str] = []
+        self._undo: list[tuple[object, str, object]] = []
+
+    def _stub(self, path: str, original: object) -> object:
+        message = _message(path)
+
+        def forbidden(*args, **kwargs):
+            self.calls.append(path)
+            raise ReferenceUsed(message)
+
+        forbidden.__name__ = getattr(original, "__name__", path.rsplit(".", 1)[-1])
+        forbidden.__qualname__ = f"forbidden {path}"
+        forbidden.__doc__ = message
+        return forbidden
+
+    def _patch(self, container: object, key: str, stub: object) -> None:
+        if isinstance(container, MutableMapping):
+            self._undo.append((container, key, container[key]))
+            container[key] = stub
+        else:
+            self._undo.append((container, key, container.__dict__[key]))
+            setattr(container, key, stub)
+
+    def __enter__(self) -> Forbid:
+        try:
+            for path in self.paths:
+                owner, attr, original = resolve(path)
+                stub = self._stub(path, original)
+                if attr not in vars(owner):
+                    raise ValueError(f"cannot forbid {path!r}: it is inherited, not defined on {owner!r}")
+                self._patch(owner, attr, stub)
+                # Re-exports (tfcourse.<name>) and the learner's own imports of the same object.
+                modules = [m for n, m in list(sys.modules.items()) if n == "tfcourse" or n.startswith("tfcourse.")]
+                places: list[object] = [m for m in modules if isinstance(m, ModuleType)] + self.namespaces
+                for place in places:
+                    items = place if isinstance(place, MutableMapping) else vars(place)
+                    for key, value in list(items.items()):
+                        if value is original and not (place is owner and key == attr):
+                            self._patch(place, key, stub)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _restore(self) -> None:
+        while self._undo:
+            container, key, original = self._undo.pop()
+            if isinstance(container, MutableMapping):
+                container[key] = original
+            else:
+                setattr(container, key, original)
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._restore()
+
+
+def forbid(*paths: str, namespaces: Iterable[MutableMapping[str, object]] = ()) -> Forbid:
+    """Forbid the callables at ``paths`` (dotted, e.g. ``"torch.nn.functional.scaled_dot_product_attention"``).
+
+    Use as ``with forbid(*ATTENTION, namespaces=[fn.__globals__]) as guard: fn(...)``, then look at
+    ``guard.calls``. The check's own reference computation must happen outside the ``with`` block.
+
+    Args:
+        paths: dotted paths of functions, or of methods as ``module.Class.method``.
+        namespaces: extra dictionaries (a learner's globals) in which names bound to the same objects are
+            replaced too.
+    """
+    return Forbid(paths, namespaces)
