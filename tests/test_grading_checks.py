@@ -397,3 +397,45 @@ def test_learner_exceptions_propagate_with_the_inputs_noted():
     with pytest.raises(NotImplementedError) as caught:
         check_function(broken, _reference_attention, _attention_inputs)
     assert any("raised by broken on inputs q: tensor" in note for note in getattr(caught.value, "__notes__", []))
+
+
+def test_chapter_guard_presets_resolve_and_block_their_references():
+    # The presets of the exercises for chapters 9-13 name callables that exist, and forbid() blocks them.
+    import tfcourse.positions
+
+    for preset in (guard.T5, guard.TRANSFORMER_XL, guard.FUNNEL, guard.SPARSE, guard.EFFICIENT):
+        for path in preset:
+            guard.resolve(path)
+
+    def learner(x):
+        return tfcourse.positions.rel_shift(x)
+
+    message = failure(
+        check_function,
+        learner,
+        tfcourse.positions.rel_shift,
+        lambda: {"x": inputs.randn(3, 4)},
+        forbidden=guard.TRANSFORMER_XL,
+    )
+    assert "rel_shift" in message
+
+
+@pytest.mark.parametrize("preset", ["POSITIONS", "LAYER_NORM", "LAYER", "GENERATION", "BERT"])
+def test_chapter_5_to_8_guard_presets_resolve_block_and_restore(preset):
+    import tfcourse.generation
+    import tfcourse.positions
+
+    paths = getattr(guard, preset)
+    before = [guard.resolve(path)[2] for path in paths]
+    with forbid(*paths):
+        pass
+    assert [guard.resolve(path)[2] for path in paths] == before
+    blocked = {
+        "POSITIONS": lambda: tfcourse.positions.rotary_angles(torch.arange(3), 4),
+        "LAYER_NORM": lambda: nn.LayerNorm(4)(torch.randn(2, 4)),
+        "LAYER": lambda: F.layer_norm(torch.randn(2, 4), (4,)),
+        "GENERATION": lambda: tfcourse.generation.top_k_filter(torch.randn(2, 5), 2),
+        "BERT": lambda: tfcourse.pretraining.pack_pair([5], [6], cls_token_id=1, sep_token_id=2),
+    }[preset]
+    with forbid(*paths), pytest.raises(ReferenceUsed, match="asks for your own implementation"):
+        blocked()

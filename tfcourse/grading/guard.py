@@ -20,7 +20,25 @@ from types import ModuleType, TracebackType
 
 from tfcourse.grading.compare import CheckFailed
 
-__all__ = ["ATTENTION", "MASKS", "MULTI_HEAD", "Forbid", "ReferenceUsed", "forbid", "resolve"]
+__all__ = [
+    "ATTENTION",
+    "BERT",
+    "EFFICIENT",
+    "FUNNEL",
+    "GENERATION",
+    "LAYER",
+    "LAYER_NORM",
+    "MASKS",
+    "MULTI_HEAD",
+    "POSITIONS",
+    "SPARSE",
+    "T5",
+    "TRANSFORMER_XL",
+    "Forbid",
+    "ReferenceUsed",
+    "forbid",
+    "resolve",
+]
 
 # Presets for the exercises: what "write it yourself" rules out.
 ATTENTION = (
@@ -38,6 +56,75 @@ MASKS = (
     "tfcourse.masks.lengths_to_mask",
     "tfcourse.masks.causal_mask",
     "tfcourse.masks.attention_mask",
+)
+T5 = (
+    "tfcourse.positions.t5_relative_position_bucket",
+    "tfcourse.pretraining.span_corruption.span_corruption",
+    "tfcourse.pretraining.span_corruption.merge_span_corruption",
+)
+TRANSFORMER_XL = (
+    "tfcourse.positions.rel_shift",
+    "tfcourse.models.transformer_xl.relative_attention_scores",
+    "tfcourse.models.transformer_xl.update_memory",
+)
+FUNNEL = (
+    "tfcourse.models._funnel_pooling.pool_sequence",
+    "tfcourse.models._funnel_pooling.pooled_length",
+    "tfcourse.models._funnel_pooling.upsample",
+)
+SPARSE = (
+    "tfcourse.sparse.strided_pattern",
+    "tfcourse.sparse.fixed_pattern",
+    "tfcourse.sparse.pattern_density",
+    "tfcourse.sparse.SparsePattern.allows",
+    "tfcourse.sparse.SparsePattern.mask",
+)
+EFFICIENT = (
+    *ATTENTION,
+    "tfcourse.models.gau.squared_relu_attention",
+    "tfcourse.models.gau._squared_relu_weights",
+    "tfcourse.models.gau.mixed_chunk_attention",
+    "tfcourse.models.gau.mixed_chunk_attention_matrix",
+    "tfcourse.blocks.deepnorm_constants",
+)
+# Chapters 5-8: positions, the layer and its schedule, generation, BERT's inputs.
+POSITIONS = (
+    "tfcourse.positions.sinusoidal_positions",
+    "tfcourse.positions.SinusoidalPositions.forward",
+    "tfcourse.positions.rotary_angles",
+    "tfcourse.positions.apply_rotary",
+    "tfcourse.positions.RotaryEmbedding.forward",
+    "tfcourse.positions.interleaved_to_half",
+    "tfcourse.positions.half_to_interleaved",
+    "tfcourse.positions.t5_relative_position_bucket",
+    "tfcourse.positions.T5RelativeBias.forward",
+)
+LAYER_NORM = (
+    "torch.nn.functional.layer_norm",
+    "torch.layer_norm",
+    "torch.native_layer_norm",
+    "torch.nn.LayerNorm.forward",
+)
+LAYER = (
+    *LAYER_NORM,
+    "tfcourse.blocks.TransformerLayer.forward",
+    "tfcourse.blocks.deepnorm_constants",
+    "tfcourse.schedules.transformer_lr",
+    "tfcourse.schedules.warmup_inverse_sqrt",
+)
+GENERATION = (
+    "tfcourse.models.seq2seq.shift_targets",
+    "tfcourse.cache.KVCache.update",
+    "tfcourse.generation.top_k_filter",
+    "tfcourse.generation.top_p_filter",
+    "tfcourse.generation.choose_next_token",
+)
+BERT = (
+    "tfcourse.pretraining.bert.mlm_mask",
+    "tfcourse.pretraining.bert.pack_pair",
+    "tfcourse.models.bert.BertEmbeddings.forward",
+    "tfcourse.models.bert.BertModel.forward",
+    "tfcourse.positions.LearnedPositions.forward",
 )
 
 
