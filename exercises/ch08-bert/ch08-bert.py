@@ -185,7 +185,7 @@ def _pack_reference(a, b, cls_id, sep_id, max_length):
 def _pair_inputs(truncate=False):
     a = inputs.randint(5, 100, (inputs.size(1, 8),)).tolist()
     b = inputs.randint(5, 100, (inputs.size(1, 8),)).tolist()
-    max_length = inputs.size(5, len(a) + len(b) + 2) if truncate else None
+    max_length = inputs.size(5, max(5, len(a) + len(b) + 2)) if truncate else None  # pack_pair needs >= 5
     return {"a": a, "b": b, "cls_id": 101, "sep_id": 102, "max_length": max_length}
 
 

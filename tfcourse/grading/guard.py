@@ -86,6 +86,8 @@ EFFICIENT = (
     "tfcourse.models.gau.mixed_chunk_attention",
     "tfcourse.models.gau.mixed_chunk_attention_matrix",
     "tfcourse.blocks.deepnorm_constants",
+    "tfcourse.blocks.TransformerLayer.forward",
+    "tfcourse.blocks.TransformerLayer._residual",
 )
 # Chapters 5-8: positions, the layer and its schedule, generation, BERT's inputs.
 POSITIONS = (
