@@ -23,7 +23,7 @@ from _common import RESULTS
 HERE = Path(__file__).resolve().parent
 
 # Benchmark scripts in this folder, run in this order; add new ones here.
-SCRIPTS = ["attention", "generation", "sparse"]
+SCRIPTS = ["attention", "generation", "sparse", "variants", "models"]
 
 # A goal the table can check: a comparison and a number, optionally followed by a note in parentheses.
 # Anything else ("(teaching path)", ">= 10 at 1024 tokens") is shown but not judged.

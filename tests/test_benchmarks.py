@@ -12,7 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["attention", "generation", "sparse"])
+@pytest.mark.parametrize("script", ["attention", "generation", "sparse", "variants", "models"])
 def test_benchmark_runs_and_writes_ratios(script, tmp_path):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{script}.py"), "--quick", "--device", "cpu", "--out", str(tmp_path)],
