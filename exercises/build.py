@@ -1,7 +1,8 @@
 """Build every exercise notebook from its percent-format source: ``python exercises/build.py [--check]``.
 
-Each ``exercises/<id>/<id>.py`` becomes ``exercises/<id>/<id>.ipynb`` (the nbgrader source notebook). With
-``--check``, nothing is written and the exit status says whether every notebook is up to date.
+Each ``exercises/<id>/<id>.py`` becomes ``exercises/<id>/<id>.ipynb`` (the nbgrader source notebook) and
+``exercises/student/<id>.ipynb`` (the learner's copy the book links to: no solutions, no hidden tests).
+With ``--check``, nothing is written and the exit status says whether every notebook is up to date.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfcourse.grading.authoring import notebook_text
+from tfcourse.grading.authoring import notebook_text, student_notebook_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,14 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for source in sources(args.ids):
-        target = source.with_suffix(".ipynb")
-        text = notebook_text(source)
-        if target.exists() and target.read_text(encoding="utf-8") == text:
-            continue
-        stale.append(target)
-        if not args.check:
-            target.write_text(text, encoding="utf-8")
-            print(f"wrote {target.relative_to(HERE.parent)}")
+        outputs = {
+            source.with_suffix(".ipynb"): notebook_text(source),
+            HERE / "student" / f"{source.stem}.ipynb": student_notebook_text(source),
+        }
+        for target, text in outputs.items():
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            stale.append(target)
+            if not args.check:
+                target.parent.mkdir(exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+                print(f"wrote {target.relative_to(HERE.parent)}")
     if args.check and stale:
         print("out of date (run python exercises/build.py):", *stale, sep="\n  ")
         return 1

@@ -10,7 +10,7 @@ import time
 import nbformat
 import pytest
 
-from tfcourse.grading.authoring import notebook_text, parse
+from tfcourse.grading.authoring import notebook_text, parse, student_notebook_text
 from tfcourse.grading.catalogue import CatalogueError, graded_parts, load_catalogue
 from tfcourse.grading.pool import Job, run_jobs
 from tfcourse.grading.preprocessors import HideHiddenTests
@@ -55,6 +55,15 @@ def test_notebook_is_built_from_its_source(exercise):
     assert exercise.notebook.read_text(encoding="utf-8") == notebook_text(exercise.source), (
         "run `python exercises/build.py`"
     )
+
+
+@pytest.mark.parametrize("exercise", CATALOGUE, ids=lambda e: e.id)
+def test_student_copy_is_built_and_hides_solutions_and_hidden_tests(exercise):
+    student = exercise.notebook.parents[1] / "student" / exercise.notebook.name  # what the book links to
+    text = student.read_text(encoding="utf-8")
+    assert text == student_notebook_text(exercise.source), "run `python exercises/build.py`"
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    assert graded_parts(nbformat.reads(text, as_version=4)) == list(exercise.parts)
 
 
 @pytest.mark.parametrize("exercise", CATALOGUE, ids=lambda e: e.id)

@@ -165,3 +165,19 @@ def build(source: Path | str) -> nbformat.NotebookNode:
 def notebook_text(source: Path | str) -> str:
     """The ``.ipynb`` text that :func:`build` gives for ``source`` (what is committed next to it)."""
     return nbformat.writes(build(source)) + "\n"
+
+
+def student_notebook_text(source: Path | str) -> str:
+    """The learner's copy for self-study (opened from the book in Colab or Binder) as ``.ipynb`` text.
+
+    Solutions become the course's code stub and hidden tests disappear, as in an nbgrader release.
+    Instructors release problem sets with ``tfcourse assign`` instead, which also locks the graded cells
+    and records their checksums.
+    """
+    from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions  # grading extra, needed only here
+
+    from tfcourse.grading.settings import CODE_STUB
+
+    nb, resources = ClearSolutions(code_stub={"python": CODE_STUB}).preprocess(build(source), {"language": "python"})
+    nb, _ = ClearHiddenTests().preprocess(nb, resources)
+    return nbformat.writes(nb) + "\n"
