@@ -4,8 +4,8 @@
 broadcasts to the scores' shape ``(B, H, Tq, Tk)``: rows are queries, columns are keys. Masks combine
 with ``&`` (a pair is allowed only if every mask allows it); additive float biases (relative positions,
 ALiBi-style penalties) combine with ``+``. :func:`mask_to_bias` is the single place where a boolean mask
-becomes a float bias, using ``torch.finfo(dtype).min`` rather than ``-1e9`` (which overflows to ``-inf``
-in float16 and turns a fully masked row into NaN).
+becomes a float bias, using ``torch.finfo(dtype).min`` rather than a made-up large negative constant
+(minus a billion overflows to ``-inf`` in float16 and turns a fully masked row into NaN).
 
 A batch of two sequences of lengths 3 and 2, padded to T = 3, with a causal mask (``1`` = may attend)::
 

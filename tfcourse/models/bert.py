@@ -284,6 +284,8 @@ class BertMLMHead(nn.Module):
 
 
 class PreTrainingOutput(NamedTuple):
+    """What :class:`BertForPreTraining` returns: the two pre-training heads' logits."""
+
     mlm_logits: torch.Tensor
     """``(B, T, V)``."""
     nsp_logits: torch.Tensor
@@ -291,6 +293,8 @@ class PreTrainingOutput(NamedTuple):
 
 
 class PreTrainingLoss(NamedTuple):
+    """The pre-training loss and its two parts, from :func:`pretraining_loss`."""
+
     total: torch.Tensor
     """``mlm + nsp``, the quantity BERT minimises (§A.2)."""
     mlm: torch.Tensor
@@ -405,6 +409,8 @@ class BertForTokenClassification(_BertWithHead):
 
 
 class SpanLogits(NamedTuple):
+    """Start and end scores of :class:`BertForQuestionAnswering` for extractive question answering."""
+
     start: torch.Tensor
     """``(B, T)``: score of each token being the first of the answer span."""
     end: torch.Tensor
