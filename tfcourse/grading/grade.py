@@ -10,8 +10,10 @@ whole (the worker crashed or ran past its deadline) still gets a row for every p
 from __future__ import annotations
 
 import csv
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -80,6 +82,24 @@ def summarise(rows: Sequence[Row], out: TextIO = sys.stdout) -> None:
         print(f"{student:<{width}}  {score:>5g} / {maximum:g}{shown if problems else ''}", file=out)
 
 
+@contextmanager
+def _thread_budget(workers: int) -> Iterator[None]:
+    """Share the cores among the workers' kernels (inherited through the environment while grading).
+
+    Every kernel imports torch, whose thread pool otherwise takes every core: two kernels on two cores then
+    spend their time waiting for each other's threads instead of running side by side. A value the user
+    has set already is kept.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    added = [var for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if var not in os.environ]
+    os.environ.update(dict.fromkeys(added, threads))
+    try:
+        yield
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
+
+
 def grade(
     root: Path | str,
     name: str,
@@ -119,7 +139,8 @@ def grade(
         for student in chosen
     ]
     with tqdm(total=len(jobs), desc=f"grading {name}", unit="submission", disable=not progress) as bar:
-        outcomes = run_jobs(jobs, workers=workers, deadline=deadline, on_done=lambda _: bar.update(1))
+        with _thread_budget(workers):
+            outcomes = run_jobs(jobs, workers=workers, deadline=deadline, on_done=lambda _: bar.update(1))
     rows: list[Row] = []
     for student, outcome in outcomes.items():
         if outcome.ok:
