@@ -6,6 +6,7 @@ machine drift from run to run while ratios stay meaningful.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 from collections.abc import Callable
@@ -59,3 +60,33 @@ def save(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def start(description: str) -> tuple[argparse.Namespace, dict]:
+    """Parse the options every benchmark takes, seed, and print the environment.
+
+    ``--device`` (default: CUDA when present), ``--quick`` (short timings for a smoke test) and ``--out``
+    (folder for the JSON results). Returns the parsed options and :func:`environment`.
+    """
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes and short timings, for a smoke test")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
+    args = parser.parse_args()
+    if args.quick:
+        TIMING.update(min_run_time=0.05, rounds=1)
+    torch.manual_seed(0)
+    env = environment(args.device)
+    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
+    return args, env
+
+
+def report(name: str, rows: list[dict], env: dict, args: argparse.Namespace) -> None:
+    """Print one line per measurement (its ratio and goal first, then its other numbers) and save the JSON."""
+    for row in rows:
+        numbers = "  ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "ratio")
+        print(
+            f"{row['what']:<52} {row.get('shape', ''):<26} {row['dtype']:<9} ratio={row['ratio']:.2f} "
+            f"(goal {row['goal']})  {numbers}"
+        )
+    print(f"wrote {save(f'{name}-{args.device}', {'environment': env, 'results': rows}, args.out)}")

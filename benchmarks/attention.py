@@ -10,7 +10,6 @@ writes ``benchmarks/results/attention-<device>.json``. Goals from the issue trac
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, TIMING, environment, matmul_flops_per_second, save, time_it
+from _common import matmul_flops_per_second, report, start, time_it
 
 from tfcourse import MultiHeadAttention, scaled_dot_product_attention
 
@@ -99,16 +98,7 @@ def attention_vs_matmul(device: str, dtype: torch.dtype, batch: int, heads: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes and short timings, for a smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
-    args = parser.parse_args()
-    if args.quick:
-        TIMING.update(min_run_time=0.05, rounds=1)
-    torch.manual_seed(0)
-    env = environment(args.device)
-    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
+    args, env = start(__doc__)
     rows = []
     if args.device == "cuda":
         rows += compare_with_torch_mha("cuda", torch.bfloat16, 8, 1024, 1024, 16)
@@ -117,14 +107,7 @@ def main() -> None:
         b, t = (2, 64) if args.quick else (8, 256)
         rows += compare_with_torch_mha("cpu", torch.float32, b, t, 256, 8)
         rows += attention_vs_matmul("cpu", torch.float32, 2, 8, 256 if args.quick else 1024, 64)
-    for row in rows:
-        numbers = "  ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "ratio")
-        print(
-            f"{row['what']:<48} {row['shape']:<26} {row['dtype']:<9} ratio={row['ratio']:.2f} "
-            f"(goal {row['goal']})  {numbers}"
-        )
-    path = save(f"attention-{args.device}", {"environment": env, "results": rows}, args.out)
-    print(f"wrote {path}")
+    report("attention", rows, env, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ stay near 1 as the sequence grows. Goal: speed-up ≥ 10× at 1024 tokens on CPU
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, TIMING, environment, save
+from _common import TIMING, report, start
 
 from tfcourse.generation import generate
 from tfcourse.models import GPT, GPTConfig
@@ -64,27 +63,15 @@ def measure(name: str, config: GPTConfig, lengths: list[int], device: str, dtype
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
-    args = parser.parse_args()
-    TIMING.update(rounds=0 if args.quick else 2)
-    env = environment(args.device)
-    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
+    args, env = start(__doc__)
+    TIMING.update(rounds=0 if args.quick else 2)  # whole generations: a few are enough
     torch.set_grad_enabled(False)
     lengths = [16, 32] if args.quick else [128, 512, 1024]
     rows = measure("tiny GPT", GPTConfig.tiny(max_len=1100), lengths, args.device, torch.float32)
     if args.device == "cuda":
         gpt2_small = dataclasses.replace(GPTConfig(), max_len=1100, dropout=0.0)
         rows += measure("GPT-2 small shape", gpt2_small, lengths, "cuda", torch.bfloat16)
-    for row in rows:
-        print(
-            f"{row['what']:<40} {row['dtype']:<9} ratio={row['ratio']:.2f} (cache speed-up; goal {row['goal']})  "
-            f"cached={row['cached_tokens_per_s']:.0f} tok/s  full={row['full_tokens_per_s']:.0f} tok/s  "
-            f"cached per token={row['cached_ms_per_token']:.2f} ms ({row['per_token_vs_first']:.2f}x the first)"
-        )
-    print(f"wrote {save(f'generation-{args.device}', {'environment': env, 'results': rows}, args.out)}")
+    report("generation", rows, env, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ to ``benchmarks/results/models-<device>.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, TIMING, environment, save, time_it
+from _common import report, start, time_it
 
 from tfcourse.models import BertModel, T5Model
 
@@ -72,25 +71,11 @@ def row(name: str, batch: int, length: int, ours: float, theirs: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny models and short timings, for a smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
-    args = parser.parse_args()
-    if args.quick:
-        TIMING.update(min_run_time=0.05, rounds=1)
+    args, env = start(__doc__)
     transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    env = environment(args.device)
-    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
     batch, length = (2, 32) if args.quick else (8, 128)
     rows = [bert_row(args.device, batch, length, args.quick), t5_row(args.device, batch, length, args.quick)]
-    for r in rows:
-        print(
-            f"{r['what']:<36} {r['shape']:<12} {r['dtype']:<9} ratio={r['ratio']:.2f} (goal {r['goal']})  "
-            f"ours={r['ours_ms']:.1f} ms  hf={r['hf_ms']:.1f} ms"
-        )
-    print(f"wrote {save(f'models-{args.device}', {'environment': env, 'results': rows}, args.out)}")
+    report("models", rows, env, args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ fixed with l = 128, c = 8, both causal and merged. Goals from the issue tracker:
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, TIMING, environment, save, time_it
+from _common import report, start, time_it
 
 from tfcourse import SparsePattern, pattern_density, scaled_dot_product_attention, sparse_attention
 from tfcourse._sparse_blocked import flex_tile_density
@@ -138,16 +137,7 @@ def compare_training(device: str, dtype: torch.dtype, batch: int, heads: int, n:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes and short timings, for a smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
-    args = parser.parse_args()
-    if args.quick:
-        TIMING.update(min_run_time=0.05, rounds=1)
-    torch.manual_seed(0)
-    env = environment(args.device)
-    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
+    args, env = start(__doc__)
     rows = []
     if args.device == "cuda":
         lengths = [4096] if args.quick else [4096, 16384, 65536]
@@ -159,14 +149,7 @@ def main() -> None:
         for n in lengths:
             rows += compare("cpu", torch.float32, 1, 4, n, 64, dense_mask=True)
         rows += compare_training("cpu", torch.float32, 1, 4, lengths[0], 64)
-    for row in rows:
-        numbers = "  ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "ratio")
-        print(
-            f"{row['what']:<48} {row['shape']:<24} {row['dtype']:<9} ratio={row['ratio']:.2f} "
-            f"(goal {row['goal']})  {numbers}"
-        )
-    path = save(f"sparse-{args.device}", {"environment": env, "results": rows}, args.out)
-    print(f"wrote {path}")
+    report("sparse", rows, env, args)
 
 
 if __name__ == "__main__":

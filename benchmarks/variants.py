@@ -14,14 +14,13 @@ On a GPU it uses bfloat16 and T = 4096; on the CPU float32 and T = 1024. Results
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, TIMING, environment, matmul_flops_per_second, save, time_it
+from _common import matmul_flops_per_second, report, start, time_it
 
 from tfcourse import KVCache, MultiHeadAttention, RotaryEmbedding, ShawRelativeBias, T5RelativeBias
 
@@ -130,15 +129,7 @@ def decode_step(device: str, dtype: torch.dtype, batch: int, cached: int, width:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes and short timings, for a smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
-    args = parser.parse_args()
-    if args.quick:
-        TIMING.update(min_run_time=0.05, rounds=1)
-    env = environment(args.device)
-    print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
+    args, env = start(__doc__)
     if args.device == "cuda":
         dtype, batch, length, width, heads, cached = torch.bfloat16, 2, 4096, 1024, 16, 16384
     else:
@@ -148,13 +139,7 @@ def main() -> None:
     rows = throughput(args.device, dtype, batch, length, width, heads)
     rows += bias_variants(args.device, dtype, batch, length, width, heads)
     rows += decode_step(args.device, dtype, 1, cached, width, heads)
-    for row in rows:
-        numbers = "  ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "ratio")
-        print(
-            f"{row['what']:<52} {row['shape']:<26} {row['dtype']:<9} ratio={row['ratio']:.2f} "
-            f"(goal {row['goal']})  {numbers}"
-        )
-    print(f"wrote {save(f'variants-{args.device}', {'environment': env, 'results': rows}, args.out)}")
+    report("variants", rows, env, args)
 
 
 if __name__ == "__main__":
