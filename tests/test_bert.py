@@ -10,15 +10,12 @@ import torch.nn.functional as F
 
 from tests.helpers import assert_close
 from tfcourse.masks import lengths_to_mask
-from tfcourse.models.bert import (
-    BertConfig,
-    BertForPreTraining,
+from tfcourse.models.bert import BertConfig, BertForPreTraining, BertModel, pretraining_loss
+from tfcourse.models.bert_finetuning import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
-    BertModel,
     best_span,
-    pretraining_loss,
 )
 from tfcourse.pretraining import mlm_mask
 

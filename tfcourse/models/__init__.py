@@ -4,13 +4,11 @@ Every model with a Hugging Face counterpart loads its weights with ``from_hf`` a
 with it on randomly initialised models.
 """
 
-from tfcourse.models.bert import (
-    BertConfig,
-    BertForPreTraining,
+from tfcourse.models.bert import BertConfig, BertForPreTraining, BertModel
+from tfcourse.models.bert_finetuning import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
-    BertModel,
 )
 from tfcourse.models.funnel import FunnelBaseModel, FunnelConfig, FunnelModel
 from tfcourse.models.gau import FLASH, GAU, FLASHConfig
