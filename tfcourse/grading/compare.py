@@ -13,11 +13,23 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TOLERANCES", "CheckFailed", "compare", "describe", "matches", "tolerance"]
+__all__ = ["TOLERANCES", "CheckFailed", "LearnerError", "compare", "describe", "matches", "tolerance"]
 
 
 class CheckFailed(AssertionError):
     """A graded check found a difference; the message says what differs and where."""
+
+
+class LearnerError(Exception):
+    """The learner's function raised: its exception's type, message and the learner's own frames."""
+
+    def __init__(self, name: str, error: dict) -> None:
+        self.function = name
+        self.ename = str(error.get("ename", "Error"))[:100]
+        self.evalue = str(error.get("evalue", ""))[:2000]
+        frames = error.get("traceback")
+        self.frames = [str(f)[:300] for f in frames[:20]] if isinstance(frames, list) else []
+        super().__init__(f"{self.ename}: {self.evalue}" if self.evalue else self.ename)
 
 
 # (atol, rtol) for comparing a learner's result with the reference, by the reference's dtype. Looser than

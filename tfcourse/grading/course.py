@@ -15,10 +15,19 @@ from typing import TypeVar
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from tfcourse.grading.settings import CODE_STUB, CONFIG_TEMPLATE, WARNING_PATTERN, Limits, kernel_arguments
+from tfcourse.grading.settings import (
+    AUTOGRADE_PREPROCESSORS,
+    CODE_STUB,
+    CONFIG_TEMPLATE,
+    FEEDBACK_PREPROCESSORS,
+    WARNING_PATTERN,
+    Limits,
+    kernel_arguments,
+)
 
 __all__ = [
     "CONFIG_NAME",
+    "course_secret",
     "init_course",
     "is_locked_error",
     "load_config",
@@ -69,10 +78,32 @@ def init_course(
             max_output_lines=limits.max_output_lines,
             max_traceback=limits.max_traceback,
             code_stub=CODE_STUB,
+            autograde=AUTOGRADE_PREPROCESSORS,
+            memory_mb=limits.memory_mb,
+            feedback=FEEDBACK_PREPROCESSORS,
         ),
         encoding="utf-8",
     )
+    course_secret(root)
     return config
+
+
+SECRET = Path(".tfcourse") / "secret"
+
+
+def course_secret(root: Path | str) -> bytes:
+    """The course's secret (created on first use, readable by its owner only): it seeds grading's inputs.
+
+    Each part's inputs derive from (secret, student, assignment, part), so a re-grade draws the same inputs
+    and gives the same score, while students cannot compute each other's (or their own) inputs in advance.
+    """
+    path = Path(root) / SECRET
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(32).hex().encode())
+    return path.read_bytes().strip()
 
 
 def _tools_on_path() -> None:
@@ -100,12 +131,23 @@ def load_config(root: Path | str) -> Config:
     return config
 
 
-def make_api(root: Path | str, quiet: bool = True):
-    """An :class:`nbgrader.apps.NbGraderAPI` for the course at ``root``."""
+def make_api(root: Path | str, quiet: bool = True, *, unsafe: bool = False):
+    """An :class:`nbgrader.apps.NbGraderAPI` for the course at ``root``, grading the trusted way.
+
+    Whatever the course's configuration says, autograde executes and scores through
+    :class:`~tfcourse.grading.preprocessors.GradeInSandbox` (``unsafe`` drops only the sandbox) and feedback
+    hides hidden tests: an old or edited ``nbgrader_config.py`` cannot bring back in-kernel scoring.
+    """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
     config = load_config(root)
+    config.Autograde.autograde_preprocessors = list(AUTOGRADE_PREPROCESSORS)
+    config.GenerateFeedback.preprocessors = list(FEEDBACK_PREPROCESSORS)
+    config.OverwriteCells.add_missing_cells = True
+    if "timeout" not in config.GradeInSandbox:
+        config.GradeInSandbox.timeout = int(config.Execute.get("timeout", Limits().timeout))
+    config.GradeInSandbox.unsafe = unsafe
     coursedir = CourseDirectory(config=config)
     api = NbGraderAPI(coursedir=coursedir, config=config)
     if quiet:

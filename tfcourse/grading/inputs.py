@@ -1,16 +1,20 @@
 """Fresh random inputs for graded checks.
 
 Every run draws new inputs (a generator seeded from the operating system, never a fixed seed), so an answer
-cannot be tuned to one example; a learner who sets ``torch.manual_seed`` does not change them either.
+cannot be tuned to one example; a learner who sets ``torch.manual_seed`` does not change them either. The
+grader draws each part's inputs under :func:`seeded`, from a seed fixed per (course secret, student,
+assignment, part), so that a re-grade sees the same inputs and gives the same score.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
-__all__ = ["generator", "lengths", "randint", "randn", "size"]
+__all__ = ["generator", "lengths", "randint", "randn", "seeded", "size"]
 
 _GENERATOR = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
 
@@ -18,6 +22,17 @@ _GENERATOR = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little
 def generator() -> torch.Generator:
     """The CPU generator all inputs come from (seeded from ``os.urandom`` at import)."""
     return _GENERATOR
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw every input from ``seed`` inside the block; the operating-system seeded stream resumes after it."""
+    state = _GENERATOR.get_state()
+    _GENERATOR.manual_seed(seed)
+    try:
+        yield
+    finally:
+        _GENERATOR.set_state(state)
 
 
 def size(low: int, high: int) -> int:

@@ -1,21 +1,20 @@
-"""nbgrader preprocessors that make grading robust for PyTorch notebooks.
+"""nbgrader preprocessors of tfcourse's grading.
 
-* :class:`SafeExecute` is nbgrader's ``Execute`` that survives a dead or unresponsive kernel: the cell that
-  was running gets an error output saying what happened, every later code cell gets a "not run" error, and
-  the notebook is still scored (cells with errors score zero; cells before the failure keep their points).
+* :class:`GradeInSandbox` replaces nbgrader's ``Execute`` in ``autograde``: learner code in a sandbox,
+  tests and scores in the grader (see :mod:`~tfcourse.grading.scoring`).
 * :class:`HideHiddenTests` removes hidden-test regions from feedback, with the tracebacks that quote them.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
-from nbgrader.preprocessors import ClearHiddenTests, Execute
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from traitlets import Bool, Integer
 
-__all__ = ["KERNEL_DIED", "NOT_RUN", "UNRESPONSIVE", "HideHiddenTests", "SafeExecute"]
+__all__ = ["KERNEL_DIED", "NOT_RUN", "RESULTS", "UNRESPONSIVE", "GradeInSandbox", "HideHiddenTests"]
 
 KERNEL_DIED = "KernelDied"
 UNRESPONSIVE = "KernelUnresponsive"
@@ -23,44 +22,46 @@ NOT_RUN = "NotRun"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _error(ename: str, evalue: str) -> NotebookNode:
-    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+class GradeInSandbox(NbGraderPreprocessor):
+    """Autograde's execution step, done the trusted way (:func:`~tfcourse.grading.scoring.score_notebook`).
+
+    The learner's cells run in a sandbox; the test cells, taken from the assignment's *source* notebook,
+    run in this process; each part's score and reason land in :data:`RESULTS` for the worker to write into
+    the gradebook, and the notebook gets plain-text outputs only (the checks' messages on test cells), so
+    nbgrader's own rule, run after this step by ``SaveAutoGrades``, reads the same verdict.
+    """
+
+    timeout = Integer(60, help="Seconds one cell may run, and one test cell's calls together.").tag(config=True)
+    memory_mb = Integer(4096, help="Address-space limit of the sandbox's processes, in MiB.").tag(config=True)
+    unsafe = Bool(False, help="Run learner code without a sandbox (only a separate process).").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        from nbgrader.coursedir import CourseDirectory
+
+        from tfcourse.grading.course import course_secret
+        from tfcourse.grading.runner import read_notebook, restore_locked_cells
+        from tfcourse.grading.sandbox import Isolation
+        from tfcourse.grading.scoring import Seeds, score_notebook
+
+        info = resources["nbgrader"]
+        student, assignment, notebook = info["student"], info["assignment"], info["notebook"]
+        coursedir = CourseDirectory(config=self.config)
+        folder = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+        source = read_notebook(folder / f"{notebook}.ipynb")
+        restore_locked_cells(nb, source)
+        result = score_notebook(
+            nb,
+            source,
+            isolation=Isolation(memory_mb=self.memory_mb, unsafe=self.unsafe),
+            timeout=self.timeout,
+            seeds=Seeds(course_secret(coursedir.root), student, assignment, notebook),
+        )
+        RESULTS[(student, assignment, notebook)] = result
+        return result.notebook, resources
 
 
-def _label(cell: NotebookNode, index: int) -> str:
-    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-    return f"cell {index}" + (f" ({grade_id})" if grade_id else "")
-
-
-class SafeExecute(Execute):
-    """``Execute`` that turns a dead or hung kernel into cell errors instead of aborting the notebook."""
-
-    _stopped: str | None = None
-
-    def preprocess(self, nb, resources=None, km=None):
-        self._stopped = None
-        return super().preprocess(nb, resources, km)
-
-    def preprocess_cell(self, cell, resources, index):
-        if self._stopped is not None:
-            if cell.cell_type == "code" and cell.source.strip():
-                cell.outputs = [_error(NOT_RUN, f"not run: {self._stopped}")]
-            return cell, resources
-        try:
-            return super().preprocess_cell(cell, resources, index)
-        except DeadKernelError:
-            what = (
-                "the kernel died while running this cell (a crash such as os._exit or a segmentation fault, "
-                "or the process was killed)"
-            )
-            cell.outputs = [*cell.get("outputs", []), _error(KERNEL_DIED, what)]
-            self._stopped = f"the kernel died in {_label(cell, index)}"
-        except CellTimeoutError:
-            what = f"this cell ran longer than {self.timeout} s and the kernel could not be interrupted"
-            cell.outputs = [*cell.get("outputs", []), _error(UNRESPONSIVE, what)]
-            self._stopped = f"the kernel stopped responding in {_label(cell, index)}"
-        self.log.warning("%s; later cells are marked as not run", self._stopped)
-        return cell, resources
+RESULTS: dict[tuple[str, str, str], object] = {}
+"""``{(student, assignment, notebook): RunResult}`` of this process's autograde runs (read by the worker)."""
 
 
 class HideHiddenTests(ClearHiddenTests):

@@ -1,114 +1,60 @@
-"""Execute a notebook the way the grader does and score its test cells, without a course or gradebook.
+"""Run a notebook the way the grader does, without a course or gradebook, and its notebook helpers.
 
-``tfcourse check`` and the validation in ``tfcourse assign`` use this: the same :class:`SafeExecute` with the
-same :class:`~tfcourse.grading.settings.Limits`, the same stderr-warning filter and output limits, and
-nbgrader's own rule for scoring a test cell (:func:`nbgrader.utils.determine_grade`).
+``tfcourse check`` and the validation in ``tfcourse assign`` use :func:`run_notebook`: the same
+:func:`~tfcourse.grading.scoring.score_notebook` as grading (learner cells in a separate process, tests in
+this one), with the sandbox when the machine can make one and a plain separate process otherwise.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbformat.notebooknode import NotebookNode
-from nbgrader import utils
-from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions, IgnorePattern, LimitOutput
+from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 from traitlets.config import Config
 
-from tfcourse.grading.preprocessors import SafeExecute
-from tfcourse.grading.reasons import cell_reason, error_text
-from tfcourse.grading.settings import CODE_STUB, WARNING_PATTERN, Limits, kernel_arguments
+from tfcourse.grading.sandbox import Isolation, sandbox_problem
+from tfcourse.grading.scoring import PartResult, RunResult, score_notebook
+from tfcourse.grading.settings import CODE_STUB, Limits
 
-__all__ = ["PartResult", "RunResult", "execute", "release_version", "restore_locked_cells", "run_notebook"]
+__all__ = [
+    "PartResult",
+    "RunResult",
+    "default_isolation",
+    "read_notebook",
+    "release_version",
+    "restore_locked_cells",
+    "run_notebook",
+]
 
-_LOG = logging.getLogger("tfcourse.grading")
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True)
-class PartResult:
-    """The score of one graded part (an nbgrader test cell)."""
-
-    grade_id: str
-    score: float
-    max_score: float
-    reason: str
+def default_isolation(limits: Limits = DEFAULT_LIMITS, *, sandbox: bool | None = None) -> Isolation:
+    """The sandbox with ``limits`` where one can be made (or ``sandbox=True`` insists), else a plain process."""
+    use = sandbox_problem() is None if sandbox is None else sandbox
+    return Isolation(memory_mb=limits.memory_mb, unsafe=not use)
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """An executed notebook, its graded parts, and errors raised outside test cells."""
-
-    notebook: NotebookNode
-    parts: list[PartResult]
-    other_errors: list[str]
-
-    @property
-    def score(self) -> float:
-        return sum(p.score for p in self.parts)
-
-    @property
-    def max_score(self) -> float:
-        return sum(p.max_score for p in self.parts)
-
-
-def _config(limits: Limits) -> Config:
-    c = Config()
-    c.Execute.timeout = limits.timeout
-    c.Execute.startup_timeout = limits.startup_timeout
-    c.Execute.interrupt_on_timeout = True
-    c.Execute.extra_arguments = kernel_arguments(limits.memory_mb)
-    c.IgnorePattern.enabled = True
-    c.IgnorePattern.pattern = WARNING_PATTERN
-    c.LimitOutput.max_lines = limits.max_output_lines
-    c.LimitOutput.max_traceback = limits.max_traceback
-    return c
-
-
-def execute(nb: NotebookNode, cwd: Path | str, limits: Limits = DEFAULT_LIMITS) -> NotebookNode:
-    """Run every cell of a copy of ``nb`` in ``cwd`` under ``limits`` and return the executed copy."""
+def run_notebook(
+    nb: NotebookNode,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    source: NotebookNode | None = None,
+    isolation: Isolation | None = None,
+) -> RunResult:
+    """Execute ``nb`` and score its test cells (those of ``source`` when given, restored into ``nb`` first)."""
     nb = copy.deepcopy(nb)
-    config = _config(limits)
-    resources = {"metadata": {"path": str(cwd)}}
-    for preprocessor in (
-        SafeExecute(config=config, log=_LOG),
-        IgnorePattern(config=config),
-        LimitOutput(config=config),
-    ):
-        nb, resources = preprocessor.preprocess(nb, resources)
-    return nb
-
-
-def score_parts(nb: NotebookNode, timeout: int | None = None) -> list[PartResult]:
-    """Score each auto-graded test cell of an executed notebook by nbgrader's rule, with a reason."""
-    parts = []
-    for cell in nb.cells:
-        if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
-            score, max_score = utils.determine_grade(cell, _LOG)
-            grade_id = cell.metadata["nbgrader"]["grade_id"]
-            parts.append(PartResult(grade_id, score or 0.0, max_score, cell_reason(cell, score, max_score, timeout)))
-    return parts
-
-
-def _other_errors(nb: NotebookNode, timeout: int | None) -> list[str]:
-    found = []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or utils.is_grade(cell):
-            continue
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
-                found.append(f"cell {index}{f' ({grade_id})' if grade_id else ''}: {error_text(output, timeout)}")
-    return found
-
-
-def run_notebook(nb: NotebookNode, cwd: Path | str, limits: Limits = DEFAULT_LIMITS) -> RunResult:
-    """Execute ``nb`` and score it; see :class:`RunResult`."""
-    executed = execute(nb, cwd, limits)
-    return RunResult(executed, score_parts(executed, limits.timeout), _other_errors(executed, limits.timeout))
+    if source is not None:
+        restore_locked_cells(nb, source)
+    return score_notebook(
+        nb,
+        source if source is not None else nb,
+        isolation=isolation or default_isolation(limits),
+        timeout=limits.timeout,
+    )
 
 
 def release_version(source: NotebookNode) -> NotebookNode:

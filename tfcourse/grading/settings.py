@@ -8,7 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CODE_STUB", "CONFIG_TEMPLATE", "WARNING_PATTERN", "Limits", "kernel_arguments"]
+__all__ = ["AUTOGRADE_PREPROCESSORS", "CODE_STUB", "CONFIG_TEMPLATE", "WARNING_PATTERN", "Limits", "kernel_arguments"]
+
+AUTOGRADE_PREPROCESSORS = [
+    "tfcourse.grading.preprocessors.GradeInSandbox",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+"""nbgrader's autograde steps as tfcourse runs them: execution and scoring in :class:`GradeInSandbox`."""
+FEEDBACK_PREPROCESSORS = [
+    "nbgrader.preprocessors.GetGrades",
+    "tfcourse.grading.preprocessors.HideHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+"""Feedback never shows hidden tests, neither their code nor tracebacks that would quote it."""
 
 CODE_STUB = "# YOUR CODE HERE\n..."
 """What replaces a solution region in released notebooks. ``...`` (not ``raise``) keeps the released notebook
@@ -85,17 +101,12 @@ c.Execute.startup_timeout = {startup_timeout}
 c.Execute.interrupt_on_timeout = True
 c.Execute.extra_arguments = {kernel_arguments!r}
 
-# A kernel that dies (os._exit, segfault, out of memory) or hangs beyond interruption fails its cell and the
-# cells after it, instead of aborting the whole submission.
-c.Autograde.autograde_preprocessors = [
-    "tfcourse.grading.preprocessors.SafeExecute",
-    "nbgrader.preprocessors.IgnorePattern",
-    "nbconvert.preprocessors.ClearMetadataPreprocessor",
-    "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
-    "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
-]
+# Autograding: the learner's cells run in a sandbox (tfcourse.grading.sandbox) and the test cells, from the
+# source notebook, run in the grader, which decides every score (tfcourse.grading.scoring). `tfcourse grade`
+# always uses this list, whatever this file says; plain `nbgrader autograde` reads it from here.
+c.Autograde.autograde_preprocessors = {autograde!r}
+c.GradeInSandbox.timeout = {timeout}
+c.GradeInSandbox.memory_mb = {memory_mb}
 
 # Warnings on stderr are not failures (nbgrader fails a test cell that writes anything to stderr).
 c.IgnorePattern.enabled = True
@@ -112,9 +123,5 @@ c.OverwriteCells.add_missing_cells = True
 c.ClearSolutions.code_stub = {{"python": {code_stub!r}}}
 
 # Feedback never shows hidden tests, neither their code nor the tracebacks that would quote it.
-c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
-    "tfcourse.grading.preprocessors.HideHiddenTests",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-]
+c.GenerateFeedback.preprocessors = {feedback!r}
 '''
