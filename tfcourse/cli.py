@@ -5,7 +5,9 @@
     tfcourse exercises                               list the exercise catalogue
     tfcourse course init DIR                         create an nbgrader course folder for PyTorch notebooks
     tfcourse assign DIR NAME --exercises ID [ID ...] build, release and validate a problem set
+                    [--duedate ISO8601 --late-penalty FRACTION]
     tfcourse grade DIR NAME --workers N              autograde every submission, feedback, grades-NAME.csv
+                    [--students ID ...] [--force]    (unchanged submissions are skipped unless --force)
     tfcourse check NOTEBOOK.ipynb                    run a learner's notebook and show the visible tests' verdict
 """
 
@@ -54,10 +56,18 @@ def _assign(args: argparse.Namespace) -> int:
     from tfcourse.grading.assign import assign
 
     validation = assign(
-        args.dir, args.name, args.exercises, force=args.force, check=not args.no_validate, workers=args.workers
+        args.dir,
+        args.name,
+        args.exercises,
+        force=args.force,
+        check=not args.no_validate,
+        workers=args.workers,
+        duedate=args.duedate,
+        late_penalty=args.late_penalty,
     )
     root = Path(args.dir).resolve()
     print(f"released {args.name} into {root / 'release' / args.name}")
+    print(f"{validation.rule.describe()} (assignments/{args.name}.json)")
     if args.no_validate:
         return 0
     if validation.ok:
@@ -78,8 +88,11 @@ def _grade(args: argparse.Namespace) -> int:
         feedback=not args.no_feedback,
         only=args.students,
         progress=not args.quiet,
+        force=args.force,
     )
     summarise(rows)
+    hint = " (--force re-grades them)" if rows.skipped else ""
+    print(f"\ngraded {len(rows.graded)}, skipped {len(rows.skipped)} unchanged since their last grading{hint}")
     print(f"\nwrote {Path(args.dir).resolve() / f'grades-{args.name}.csv'}")
     return 0
 
@@ -149,6 +162,19 @@ def _parser() -> argparse.ArgumentParser:
     assign.add_argument("--force", action="store_true", help="replace an existing assignment source")
     assign.add_argument("--no-validate", action="store_true", help="skip running the source and release")
     assign.add_argument("--workers", type=int, default=2, help="parallel validation processes")
+    assign.add_argument(
+        "--duedate",
+        default=None,
+        metavar="ISO8601",
+        help="due date and time, e.g. 2026-12-10T23:59:00 (UTC unless it has a timezone such as +01:00)",
+    )
+    assign.add_argument(
+        "--late-penalty",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of a notebook's points lost per started day late, never below 0 (default 0: none)",
+    )
     assign.set_defaults(run=_assign)
 
     grade = commands.add_parser("grade", help="autograde all submissions in parallel and export grades")
@@ -159,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--students", nargs="+", default=None, help="grade only these students")
     grade.add_argument("--no-feedback", action="store_true", help="skip the HTML feedback")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.add_argument("--force", action="store_true", help="re-grade submissions unchanged since their last grading")
     grade.set_defaults(run=_grade)
 
     check = commands.add_parser("check", help="run a notebook and show the verdict of its visible tests")
