@@ -21,6 +21,7 @@ test: $(STAMP)  ## Lint, then run the whole test suite (the book build and a bro
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	tools/setup_browser.sh
+	tools/setup_sandbox.sh
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)  ## Run every benchmark script and print one table of ratios (not part of the test suite).

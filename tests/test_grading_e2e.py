@@ -138,7 +138,7 @@ def test_csv_has_every_student_and_part(graded):
     }
     for student in students:
         assert len([r for r in rows if r["student"] == student]) == 16  # 3 + 4 + 4 + 5 parts
-    assert set(rows[0]) == {"student", "part", "score", "max", "reason"}
+    assert set(rows[0]) == {"student", "part", "score", "max", "reason", "late_days", "penalty"}
     assert all(r["reason"] for r in rows)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -79,17 +78,29 @@ def _assign(args: argparse.Namespace) -> int:
 
 def _grade(args: argparse.Namespace) -> int:
     from tfcourse.grading.grade import grade, summarise
+    from tfcourse.grading.sandbox import SandboxUnavailable
 
-    rows = grade(
-        args.dir,
-        args.name,
-        workers=args.workers,
-        deadline=args.deadline,
-        feedback=not args.no_feedback,
-        only=args.students,
-        progress=not args.quiet,
-        force=args.force,
-    )
+    if args.unsafe:
+        print(
+            "WARNING: --unsafe: submissions run without the grading sandbox, with your rights; a hostile one can "
+            "read the gradebook and hidden tests and change any file you can",
+            file=sys.stderr,
+        )
+    try:
+        rows = grade(
+            args.dir,
+            args.name,
+            workers=args.workers,
+            deadline=args.deadline,
+            feedback=not args.no_feedback,
+            only=args.students,
+            progress=not args.quiet,
+            force=args.force,
+            unsafe=args.unsafe,
+        )
+    except SandboxUnavailable as error:
+        print(f"tfcourse grade: {error}", file=sys.stderr)
+        return 2
     summarise(rows)
     hint = " (--force re-grades them)" if rows.skipped else ""
     print(f"\ngraded {len(rows.graded)}, skipped {len(rows.skipped)} unchanged since their last grading{hint}")
@@ -102,6 +113,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from tfcourse.grading.catalogue import CatalogueError, load_catalogue
     from tfcourse.grading.runner import read_notebook, release_version, restore_locked_cells, run_notebook
+    from tfcourse.grading.sandbox import Isolation
     from tfcourse.grading.settings import Limits
 
     path = Path(args.notebook)
@@ -120,12 +132,15 @@ def _check(args: argparse.Namespace) -> int:
         restored = restore_locked_cells(nb, release_version(read_notebook(exercise.notebook)))
     nb, _ = ClearHiddenTests(enforce_metadata=False).preprocess(nb, {})  # visible tests only
     limits = Limits(timeout=args.timeout, memory_mb=args.memory_mb)
-    with tempfile.TemporaryDirectory() as scratch:
-        cwd = path.resolve().parent if path.resolve().parent.is_dir() else scratch
-        result = run_notebook(nb, cwd, limits)
+    # Your own notebook on your own machine: a separate process, as in grading, but no sandbox around it.
+    result = run_notebook(nb, limits, isolation=Isolation(memory_mb=limits.memory_mb, unsafe=True))
     rows = [[p.grade_id, f"{p.score:g} / {p.max_score:g}", p.reason] for p in result.parts]
     rows.append(["total", f"{result.score:g} / {result.max_score:g}", ""])
     print(f"{path.name} (visible tests; the grader also runs hidden ones)")
+    print(
+        "checked as the grader checks (your code in a separate process, the tests outside it), but without the "
+        "grading sandbox; your score is decided when your submission is graded"
+    )
     print(_table(["part", "points", "feedback"], rows))
     if restored:
         print(f"\nnote: locked cells {', '.join(restored)} were restored from the original, as the grader does")
@@ -186,6 +201,11 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-feedback", action="store_true", help="skip the HTML feedback")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
     grade.add_argument("--force", action="store_true", help="re-grade submissions unchanged since their last grading")
+    grade.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="grade without the sandbox where none can be made (submissions run with your rights)",
+    )
     grade.set_defaults(run=_grade)
 
     check = commands.add_parser("check", help="run a notebook and show the verdict of its visible tests")

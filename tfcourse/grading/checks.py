@@ -23,6 +23,7 @@ import torch
 from tfcourse.grading.compare import CheckFailed, LearnerError, compare, describe, matches
 from tfcourse.grading.guard import ReferenceUsed, forbid
 from tfcourse.grading.mistakes import MESSAGES, Mistake
+from tfcourse.grading.proportions import check_proportions as _check_proportions
 
 __all__ = [
     "MLM_FRACTIONS",
@@ -172,7 +173,7 @@ def check_function(
             actual = run_learner(fn, *given.values(), forbidden=forbidden, name=fn_name)
         except Exception as error:
             if not isinstance(error, CheckFailed) and hasattr(error, "add_note"):
-                error.add_note(f"(on inputs {_describe_inputs(args)})")
+                error.add_note(f"(raised by {fn_name} on inputs {_describe_inputs(args)})")
             raise
         for key, value in args.items():
             if isinstance(value, torch.Tensor) and not matches(given[key], value):
@@ -262,46 +263,7 @@ def check_proportions(
     name: str,
     labels: Sequence[str] | None = None,
     mistakes: Mapping[tuple[float, ...], str] = MLM_MISTAKES,
-    sigmas: float = 6.0,
+    tolerance: float = 0.025,
 ) -> None:
-    """Check observed category counts against expected fractions, allowing for sampling noise.
-
-    Each fraction may deviate from its expected value by ``sigmas`` binomial standard deviations (plus
-    0.005), so a correct random procedure passes essentially always while a swapped split fails on a few
-    thousand draws.
-
-    Args:
-        counts: how many draws fell into each category, e.g. ``(masked, random, unchanged)``.
-        expected: the expected fraction of each category (summing to 1).
-        name: what is being counted, for the message.
-        labels: category names, for the message.
-        mistakes: ``{wrong fractions: message}``; defaults to the usual 80/10/10 mistakes.
-        sigmas: how many standard deviations of sampling noise to allow.
-
-    Raises:
-        CheckFailed: naming the observed and expected fractions, or the matching mistake.
-    """
-    counts = [int(c) for c in counts]
-    if len(counts) != len(expected):
-        raise CheckFailed(f"{name}: got {len(counts)} categories, expected {len(expected)}")
-    total = sum(counts)
-    if total == 0:
-        raise CheckFailed(f"{name}: nothing was counted (no draws fell into any category)")
-    observed = [c / total for c in counts]
-
-    def within(target: Sequence[float]) -> bool:
-        return all(
-            abs(o - p) <= sigmas * math.sqrt(max(p * (1 - p), 1e-12) / total) + 0.005
-            for o, p in zip(observed, target, strict=True)
-        )
-
-    if within(expected):
-        return
-    for wrong, message in mistakes.items():
-        if len(wrong) == len(expected) and within(wrong):
-            raise CheckFailed(f"{name} is wrong: {message}.")
-    labels = labels or [f"#{i}" for i in range(len(counts))]
-    shown = ", ".join(
-        f"{label} {o:.3f} (expected {p:.3f})" for label, o, p in zip(labels, observed, expected, strict=True)
-    )
-    raise CheckFailed(f"{name}: observed fractions {shown} over {total} draws")
+    """:func:`tfcourse.grading.proportions.check_proportions`, with the 80/10/10 mistakes named by default."""
+    _check_proportions(counts, expected, name=name, labels=labels, mistakes=mistakes, tolerance=tolerance)

@@ -55,6 +55,7 @@ from tfcourse.grading.assign import LateRule, read_rule
 from tfcourse.grading.course import CONFIG_NAME, load_config, prepare_gradebook
 from tfcourse.grading.pool import Job, run_jobs
 from tfcourse.grading.reasons import shorten
+from tfcourse.grading.sandbox import SandboxUnavailable, sandbox_problem
 from tfcourse.grading.worker import Row, assignment_parts, collect_rows, grade_student
 
 __all__ = [
@@ -388,6 +389,7 @@ def grade(
     only: Sequence[str] | None = None,
     progress: bool = True,
     force: bool = False,
+    unsafe: bool = False,
 ) -> Grades:
     """Autograde every submission of ``name`` (or the students in ``only``) and write ``grades-NAME.csv``.
 
@@ -404,6 +406,8 @@ def grade(
         only: grade just these students.
         progress: show a progress bar on stderr.
         force: re-grade submissions that are unchanged since their last grading (see the module docstring).
+        unsafe: run submissions without the sandbox (a separate process only): they can then read and change
+            the course folder. Only for machines where no sandbox can be made, and trusted submissions.
 
     Returns:
         Every row of the CSV: one per student and part, whatever happened; ``.graded`` and ``.skipped`` name
@@ -413,8 +417,14 @@ def grade(
         FileNotFoundError: for a student in ``only`` without a submission, or a missing assignment.
         ValueError: if ``only`` is given and the existing CSV cannot be read (its rows could not be kept), or
             ``assignments/NAME.json`` is invalid.
+        SandboxUnavailable: no sandbox can be made here and ``unsafe`` is False.
     """
     root = Path(root).resolve()
+    if not unsafe and (problem := sandbox_problem()):
+        raise SandboxUnavailable(
+            f"cannot grade safely on this machine: {problem}. Grading would run submissions with your rights; "
+            "pass --unsafe to do so anyway"
+        )
     assignment_parts(root, name)  # fails with a hint when the assignment does not exist
     everyone = students(root, name)
     chosen = [s for s in everyone if only is None or s in only]
@@ -443,7 +453,7 @@ def grade(
         raw = {student: rows for student, rows in raw.items() if student in held}
     skipped = [student for student in chosen if student in raw]
     jobs = [
-        Job(student, grade_student, (str(root), name, student, feedback), log=str(logs / f"{student}.log"))
+        Job(student, grade_student, (str(root), name, student, feedback, unsafe), log=str(logs / f"{student}.log"))
         for student in chosen
         if student not in raw
     ]

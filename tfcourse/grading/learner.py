@@ -90,7 +90,10 @@ class LearnerProcess:
         self._answers_fd = ans_r
         self._answers = os.fdopen(ans_r, "rb", buffering=0)
         threading.Thread(target=self._drain, daemon=True).start()
-        hello = self._ask({"op": "hello", "forbidden": self.forbidden, "timeout": self.timeout}, startup=True)[0]
+        hello = self._ask(
+            {"op": "hello", "forbidden": self.forbidden, "timeout": self.timeout, "reap": not self.isolation.unsafe},
+            startup=True,
+        )[0]
         if not hello.get("ok"):
             self.close()
             raise LearnerCrashed(f"the sandbox could not start: {_describe_error(hello.get('error'))}")

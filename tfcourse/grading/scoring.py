@@ -260,9 +260,8 @@ def _reason(error: BaseException, hidden: bool) -> tuple[str, str]:
     if isinstance(error, LearnerCrashed):
         return KERNEL_DIED, str(error)
     if isinstance(error, LearnerError):
-        text = f"{error} (raised by your {error.function})"
-        notes = [n for n in getattr(error, "__notes__", []) if not hidden]
-        return error.ename, " ".join([text, *notes])
+        notes = [] if hidden else list(getattr(error, "__notes__", []))
+        return error.ename, " ".join([str(error), *(notes or [f"(raised by {error.function})"])])
     return type(error).__name__, shorten(str(error), 500)
 
 

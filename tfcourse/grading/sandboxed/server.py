@@ -89,7 +89,10 @@ def _error(error: BaseException) -> dict:
 
 
 class Server:
-    def __init__(self, forbidden: list[str], timeout: float) -> None:
+    def __init__(self, forbidden: list[str], timeout: float, reap: bool = False) -> None:
+        # Only in the sandbox (its own PID namespace and uid) may kill(-1) be used to end strays.
+        self.reap = reap and os.getuid() >= 40000
+        self.pid = os.getpid()
         self.namespace: dict = {"__name__": "__main__", "get_ipython": lambda: _Shell()}
         self.timeout = timeout
         torch.set_num_threads(1)
@@ -103,6 +106,21 @@ class Server:
             return action()
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _reap(self) -> None:
+        """End every other process of the sandbox (a fork bomb, a forgotten child); kill(-1) spares the caller."""
+        if os.getpid() != self.pid:
+            os._exit(0)  # a copy forked by the learner's code: it must not go on answering requests
+        if self.reap:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                pass
 
     def cell(self, index: int, source: str, timeout: float) -> dict:
         filename = f"<cell {index}>"
@@ -131,6 +149,7 @@ class Server:
             result = {"ok": False, "error": _error(error)}
         finally:
             sys.stdout, sys.stderr = saved
+            self._reap()
         result.update(stdout=out.value(), stderr=err.value())
         return result
 
@@ -173,6 +192,7 @@ class Server:
             result["error"] = _error(error)
         finally:
             sys.stdout, sys.stderr = saved
+            self._reap()
         result["ok"] = "error" not in result
         result["forbidden_calls"] = list(dict.fromkeys(str(c) for c in lockdown.CALLS))[:10]
         result["output"] = out.value()
@@ -186,7 +206,7 @@ def main(in_fd: int, out_fd: int) -> None:
     answers = os.fdopen(out_fd, "wb")
     hello, _ = wire.read_frame(requests)
     try:
-        server = Server(list(hello.get("forbidden", [])), float(hello.get("timeout", 60)))
+        server = Server(list(hello.get("forbidden", [])), float(hello.get("timeout", 60)), bool(hello.get("reap")))
         wire.write_frame(answers, {"ok": True, "pid": os.getpid()})
     except BaseException as error:
         wire.write_frame(answers, {"ok": False, "error": _error(error)})
