@@ -183,8 +183,8 @@ def test_every_robustness_case_gets_a_score_and_a_reason(graded):
     expected = {
         "raises": (3, "ValueError: I give up"),
         "loops": (3, "timed out"),
-        "exits": (2, "kernel crashed"),
-        "segfault": (2, "kernel crashed"),
+        "exits": (3, "kernel crashed"),
+        "segfault": (3, "ctypes.string_at is not allowed while grading"),
         "hogs": (3, "out of memory"),
     }
     for student, (points, words) in expected.items():
@@ -193,8 +193,8 @@ def test_every_robustness_case_gets_a_score_and_a_reason(graded):
         assert ex1["test_self_attention"][0] == 0 and words in ex1["test_self_attention"][1], (student, ex1)
         assert total(rows, student) == points, student
         assert scores(rows, student, E2)["test_variance"] == (0.0, "not submitted")
-    for student in ("exits", "segfault"):
-        assert "not run: the kernel died" in scores(rows, student, E1)["test_free_scores"][1]
+    for student in ("exits", "segfault"):  # a fresh sandbox replays the cells: later parts keep their points
+        assert scores(rows, student, E1)["test_free_scores"] == (1.0, "passed"), student
     assert total(rows, "warns") == TOTAL[E1]  # warnings on stderr and from warnings.warn cost nothing
     editor = scores(rows, "editor", E1)
     assert total(rows, "editor") == TOTAL[E1]
