@@ -116,7 +116,12 @@ def _reference_attention(q, k, v, mask=None):
 
 
 def _correct_attention(q, k, v, mask=None):
-    return mistakes.attention(q, k, v, mask)
+    # a learner's right answer, written out (mistakes.attention is one of guard.ATTENTION's forbidden routes)
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is None:
+        return torch.softmax(scores, -1) @ v
+    weights = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), -1).masked_fill(~mask, 0.0)
+    return weights @ v
 
 
 def _rope_inputs():

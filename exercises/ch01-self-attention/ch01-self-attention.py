@@ -49,12 +49,17 @@ def _queries_and_keys(batch=True, dtype=torch.float32):
     return {"q": inputs.randn(*lead, tq, d, dtype=dtype), "k": inputs.randn(*lead, tk, d, dtype=dtype)}
 
 
+def _weights_variant(q, k, **knobs):
+    # mistakes.attention with the identity as values returns the attention weights themselves
+    return mistakes.attention(q, k, torch.eye(k.shape[-2], dtype=q.dtype), **knobs)  # (..., Tq, Tk)
+
+
 _weight_mistakes = [
-    Mistake("missing-scale", mistakes.MESSAGES["missing-scale"], lambda q, k: torch.softmax(q @ k.mT, dim=-1)),
+    Mistake("missing-scale", mistakes.MESSAGES["missing-scale"], lambda q, k: _weights_variant(q, k, scale=1.0)),
     Mistake(
         "softmax-over-queries",
         mistakes.MESSAGES["softmax-over-queries"],
-        lambda q, k: torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-2),
+        lambda q, k: _weights_variant(q, k, softmax_dim=-2),
     ),
 ]
 check_function(

@@ -73,20 +73,32 @@ def _queries_and_keys(dtype=torch.float32):
 
 
 _score_mistakes = [
-    Mistake("missing-scale", mistakes.MESSAGES["missing-scale"], lambda q, k: q @ k.mT),
-    Mistake("scaled-by-d", mistakes.MESSAGES["scaled-by-d"], lambda q, k: q @ k.mT / q.shape[-1]),
+    Mistake(
+        "missing-scale",
+        mistakes.MESSAGES["missing-scale"],
+        lambda q, k: ref_attention.attention_scores(q, k, scale=1.0).to(q.dtype),
+    ),
+    Mistake(
+        "scaled-by-d",
+        mistakes.MESSAGES["scaled-by-d"],
+        lambda q, k: ref_attention.attention_scores(q, k, scale=1 / q.shape[-1]).to(q.dtype),
+    ),
 ]
 check_function(
     scaled_scores, _scores, _queries_and_keys, name="scores", mistakes=_score_mistakes, forbidden=guard.ATTENTION
 )
 ### BEGIN HIDDEN TESTS
-# hidden: float64 keeps its dtype
+# hidden: float64 keeps its dtype (tfcourse's scores are float32, so the mistakes are computed here in float64)
+_score_mistakes_float64 = [
+    Mistake("missing-scale", mistakes.MESSAGES["missing-scale"], lambda q, k: q @ k.mT),
+    Mistake("scaled-by-d", mistakes.MESSAGES["scaled-by-d"], lambda q, k: q @ k.mT / q.shape[-1]),
+]
 check_function(
     scaled_scores,
     _scores,
     lambda: _queries_and_keys(torch.float64),
     name="scores",
-    mistakes=_score_mistakes,
+    mistakes=_score_mistakes_float64,
     forbidden=guard.ATTENTION,
     atol=1e-5,
     rtol=1e-5,
@@ -122,7 +134,11 @@ def _rows(dtype=torch.float32):
     return {"p": torch.softmax(scores, dim=-1).to(dtype)}
 
 
-_entropy_forbidden = ("tfcourse.entropy.entropy", "torch.distributions.Categorical.entropy")
+_entropy_forbidden = (
+    "tfcourse.entropy.entropy",
+    "torch.distributions.Categorical.entropy",
+    "tfcourse.grading.mistakes._entropy_bits",  # the entropy in bits: times log 2 it is the answer
+)
 _entropy_mistakes = [mistakes.ENTROPY_NAN_AT_ZERO, mistakes.ENTROPY_IN_BITS]
 check_function(
     attention_entropy, _entropy, _rows, name="entropy", mistakes=_entropy_mistakes, forbidden=_entropy_forbidden
@@ -160,7 +176,7 @@ check_function(
 
 # %% solution id=entropy_invariant_scale
 def entropy_invariant_scale(n: int, d: int, train_len: int) -> float:
-    """Score scale log(n) / (log(train_len)·√d), equal to 1/√d at n = train_len."""
+    """The entropy-invariant score scale for n keys, equal to the usual 1/√d when n = train_len."""
     ### BEGIN SOLUTION
     return math.log(n) / (math.log(train_len) * math.sqrt(d))
     ### END SOLUTION
@@ -173,14 +189,9 @@ def _scale_inputs():
 
 _scale_mistakes = [
     Mistake(
-        "no-train-length",
-        "your scale log(n)/√d leaves out κ: divide by log(train_len) so that it equals 1/√d at n = train_len",
-        lambda n, d, train_len: math.log(n) / math.sqrt(d),
-    ),
-    Mistake(
         "divided-by-d",
         "your scale divides by d; with κ chosen to match 1/√d at the training length it divides by √d",
-        lambda n, d, train_len: math.log(n) / (math.log(train_len) * d),
+        lambda n, d, train_len: ref_attention.entropy_invariant_scale(n, d * d, train_len),
     ),
 ]
 check_function(
@@ -194,13 +205,32 @@ check_function(
     rtol=1e-6,
 )
 ### BEGIN HIDDEN TESTS
-# hidden: at the training length the scale is exactly 1/√d
+# hidden: the scale without κ (its message names κ, so it is not shown before grading), more draws, and
+# exactly 1/√d at the training length
+_scale_mistakes_hidden = [
+    *_scale_mistakes,
+    Mistake(
+        "no-train-length",
+        "your scale log(n)/√d leaves out κ: divide by log(train_len) so that it equals 1/√d at n = train_len",
+        lambda n, d, train_len: math.log(n) / math.sqrt(d),
+    ),
+]
+check_function(
+    entropy_invariant_scale,
+    ref_attention.entropy_invariant_scale,
+    _scale_inputs,
+    name="scale",
+    mistakes=_scale_mistakes_hidden,
+    forbidden=("tfcourse.attention.entropy_invariant_scale",),
+    trials=5,
+    rtol=1e-6,
+)
 check_function(
     entropy_invariant_scale,
     ref_attention.entropy_invariant_scale,
     lambda: {"n": 512, "d": 64, "train_len": 512},
     name="scale at n = train_len",
-    mistakes=_scale_mistakes,
+    mistakes=_scale_mistakes_hidden,
     forbidden=("tfcourse.attention.entropy_invariant_scale",),
     trials=1,
     rtol=1e-6,

@@ -48,13 +48,14 @@ _split_mistakes = [
     Mistake(
         "split-without-transpose",
         "you reshaped straight to (B, H, T, Dh), so each head gets a block of time steps instead of a slice of "
-        "the features; reshape to (B, T, H, Dh), then swap the T and H axes",
+        "the features of every time step",
         lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),
     ),
     Mistake(
         "split-strided",
         "your heads take every H-th feature instead of a contiguous slice of Dh features",
-        lambda x, h: x.reshape(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2),
+        # Dh "heads" of width H, axes swapped: head h gets features h, h + H, h + 2H, …
+        lambda x, h: ref_attention.split_heads(x, x.shape[-1] // h).transpose(1, 3),
     ),
 ]
 check_function(
@@ -99,6 +100,9 @@ def _merge_inputs():
     return {"x": inputs.randn(inputs.size(1, 3), inputs.size(2, 4), inputs.size(2, 6), inputs.size(1, 5))}
 
 
+check_function(merge_heads, ref_attention.merge_heads, _merge_inputs, name="merged heads", forbidden=guard.MULTI_HEAD)
+### BEGIN HIDDEN TESTS
+# hidden: the usual mistake (it is one edit away from the answer, so it is named only here); merge undoes split
 _merge_mistakes = [
     Mistake(
         "merge-without-transpose",
@@ -115,8 +119,6 @@ check_function(
     mistakes=_merge_mistakes,
     forbidden=guard.MULTI_HEAD,
 )
-### BEGIN HIDDEN TESTS
-# hidden: merge undoes split
 check_function(
     lambda x, h: merge_heads(ref_attention.split_heads(x, h)),
     lambda x, h: x,

@@ -50,12 +50,12 @@ _length_mistakes = [
     Mistake(
         "lengths-inclusive",
         "your mask marks one padded position as real: position i is real when i < length, not i <= length",
-        lambda lengths, t: torch.arange(t)[None, :] <= lengths[:, None],
+        lambda lengths, t: ref_masks.lengths_to_mask(lengths + 1, t + 1)[:, :t],  # one more real position
     ),
     Mistake(
         "lengths-inverted",
         "your mask is inverted: True must mark the real tokens",
-        lambda lengths, t: torch.arange(t)[None, :] >= lengths[:, None],
+        lambda lengths, t: ~ref_masks.lengths_to_mask(lengths, t),
     ),
 ]
 check_function(
@@ -135,11 +135,7 @@ def _valid_inputs():
 
 _padding_mistakes = [
     mistakes.NO_QUERY_PADDING,
-    Mistake(
-        "padding-inverted",
-        mistakes.MESSAGES["inverted-mask"],
-        lambda valid: ~(valid[:, None, :, None] & valid[:, None, None, :]),
-    ),
+    Mistake("padding-inverted", mistakes.MESSAGES["inverted-mask"], lambda valid: ~ref_masks.attention_mask(valid)),
 ]
 check_function(
     padding_mask,

@@ -59,7 +59,14 @@ def _layer_norm_inputs(dtype=torch.float32):
 
 
 def _unbiased_ln(x, gamma, beta):
-    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + 1e-5) * gamma + beta
+    # the unbiased variance is D / (D - 1) times the biased one: rescale F.layer_norm's result and its eps
+    d = x.shape[-1]
+    shrink = ((d - 1) / d) ** 0.5
+    return F.layer_norm(x, x.shape[-1:], eps=1e-5 * (d - 1) / d) * shrink * gamma + beta
+
+
+def _ln_over_tokens(x, gamma, beta):
+    return F.layer_norm(x.mT, x.shape[-2:-1], eps=1e-5).mT * gamma + beta  # statistics over dim=-2
 
 
 _layer_norm_mistakes = [
@@ -71,9 +78,7 @@ _layer_norm_mistakes = [
     Mistake(
         "normalised-over-tokens",
         "you normalised over the tokens (dim=-2); LayerNorm normalises each token's features (dim=-1)",
-        lambda x, gamma, beta: (
-            (x - x.mean(-2, keepdim=True)) / torch.sqrt(x.var(-2, unbiased=False, keepdim=True) + 1e-5) * gamma + beta
-        ),
+        _ln_over_tokens,
     ),
     Mistake(
         "no-affine",
@@ -127,13 +132,18 @@ def residual_step(
 
 
 # %% tests id=test_residual_step points=3
-def _ln(x, gamma, beta):
-    return F.layer_norm(x, x.shape[-1:], gamma, beta, eps=1e-5)
-
-
 def _residual_reference(x, w, gamma, beta, pre_ln):
-    # TransformerLayer._sublayer_input and _residual with the sublayer f(h) = h @ w
-    return x + _ln(x, gamma, beta) @ w if pre_ln else _ln(x + x @ w, gamma, beta)
+    # tfcourse's TransformerLayer: its residual step around the sublayer f(h) = h @ w
+    layer = ref_blocks.TransformerLayer(x.shape[-1], 1, 1, norm="pre" if pre_ln else "post").to(x.dtype).eval()
+    with torch.no_grad():
+        layer.ff_norm.weight.copy_(gamma)
+        layer.ff_norm.bias.copy_(beta)
+        return layer._residual(x, layer._sublayer_input(x, layer.ff_norm) @ w, layer.ff_norm)
+
+
+def _normalised(x, gamma, beta):
+    zero = torch.zeros(x.shape[-1], x.shape[-1], dtype=x.dtype)
+    return _residual_reference(x, zero, gamma, beta, False)  # Post-LN with f = 0: LN(x)
 
 
 def _residual_inputs(pre_ln, dtype=torch.float32):
@@ -158,13 +168,17 @@ _residual_mistakes = [
         "pre-ln-normalised-residual",
         "in Pre-LN you added f to the normalised input, LN(x) + f(LN(x)); the residual must carry x itself",
         lambda x, w, gamma, beta, pre_ln: (
-            _ln(x, gamma, beta) + _ln(x, gamma, beta) @ w if pre_ln else _ln(x + x @ w, gamma, beta)
+            _normalised(x, gamma, beta) @ (torch.eye(w.shape[0], dtype=w.dtype) + w)
+            if pre_ln
+            else _residual_reference(x, w, gamma, beta, pre_ln)
         ),
     ),
     Mistake(
         "no-residual",
         "the residual connection is missing: add the sublayer's input x back",
-        lambda x, w, gamma, beta, pre_ln: _ln(x, gamma, beta) @ w if pre_ln else _ln(x @ w, gamma, beta),
+        lambda x, w, gamma, beta, pre_ln: (
+            _normalised(x, gamma, beta) @ w if pre_ln else _normalised(x @ w, gamma, beta)
+        ),
     ),
 ]
 for _pre_ln in (False, True):
@@ -222,32 +236,47 @@ def _lr_inputs():
     return {"steps": steps.double(), "d_model": 64 * inputs.size(1, 16), "warmup_steps": warmup}
 
 
-def _lr_variant(steps, d_model, warmup_steps, *, scale=True, power=-1.5, combine=torch.minimum):
-    return (d_model**-0.5 if scale else 1.0) * combine(steps**-0.5, steps * float(warmup_steps) ** power)
+def _lr_branches(steps, d_model, warmup_steps):
+    """(decay branch, warm-up branch) at every step, read off tfcourse's schedule."""
+    decay = _lr_reference(steps, d_model, 1)  # with a warm-up of one step, every step s >= 1 decays
+    peak = ref_schedules.transformer_lr(warmup_steps, d_model, warmup_steps)
+    return decay, peak * steps / warmup_steps  # the warm-up branch grows linearly up to the peak at s = w
 
 
 _lr_mistakes = [
     Mistake(
         "lr-no-model-scale",
         "the factor D^(-1/2) is missing: the whole schedule is scaled by d_model ** -0.5",
-        lambda s, d, w: _lr_variant(s, d, w, scale=False),
-    ),
-    Mistake(
-        "lr-warmup-power",
-        "your warm-up slope is wrong: during warm-up the rate is s · w^(-3/2), so that both branches meet at s = w",
-        lambda s, d, w: _lr_variant(s, d, w, power=-1.0),
+        lambda s, d, w: _lr_reference(s, d, w) * d**0.5,
     ),
     Mistake(
         "lr-max",
         "you took the maximum of the two branches; the schedule is their minimum (the smaller one is active)",
-        lambda s, d, w: _lr_variant(s, d, w, combine=torch.maximum),
+        lambda s, d, w: torch.maximum(*_lr_branches(s, d, w)),
     ),
 ]
 check_function(
     transformer_lr, _lr_reference, _lr_inputs, name="learning rates", mistakes=_lr_mistakes, forbidden=guard.LAYER
 )
 ### BEGIN HIDDEN TESTS
-# hidden: the first step only, and a warm-up of one step
+# hidden: the wrong warm-up slope (written out, so it is named only here); the first step only, and a warm-up
+# of one step
+_lr_mistakes_hidden = [
+    *_lr_mistakes,
+    Mistake(
+        "lr-warmup-power",
+        "your warm-up slope is wrong: during warm-up the rate is s · w^(-3/2), so that both branches meet at s = w",
+        lambda s, d, w: d**-0.5 * torch.minimum(s**-0.5, s * float(w) ** -1.0),
+    ),
+]
+check_function(
+    transformer_lr,
+    _lr_reference,
+    _lr_inputs,
+    name="learning rates",
+    mistakes=_lr_mistakes_hidden,
+    forbidden=guard.LAYER,
+)
 check_function(
     transformer_lr,
     _lr_reference,
@@ -318,10 +347,7 @@ _deepnorm_mistakes = [
     Mistake(
         "deepnorm-decoder-only-formula",
         "for an encoder–decoder model the constants are not those of a single stack: use the table's last row",
-        lambda n, m: tuple(
-            None if c is None else ((2 * layers) ** 0.25, (8 * layers) ** -0.25)
-            for c, layers in zip(_deepnorm_reference(n, m), (n, m), strict=True)
-        ),
+        lambda n, m: (_deepnorm_reference(n, 0)[0] if n else None, _deepnorm_reference(0, m)[1] if m else None),
     ),
 ]
 check_function(

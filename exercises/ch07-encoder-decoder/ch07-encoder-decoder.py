@@ -80,12 +80,9 @@ def _targets_inputs(b=None, t=None):
     return {"targets": targets, "bos_id": _BOS, "pad_id": _PAD}
 
 
-def _bos_then(targets, bos_id):
-    return torch.cat([torch.full_like(targets[:, :1], bos_id), targets[:, :-1]], dim=1)
-
-
-def _ignore_pad(labels, pad_id):
-    return labels.masked_fill(labels == pad_id, -100)
+def _shifted_left(targets, pad_id):
+    # the targets shifted left by one, padded at the end: tfcourse's right shift of the reversed sequences
+    return ref_seq2seq.shift_targets(targets.flip(1), pad_id, pad_id)[0].flip(1)
 
 
 _shift_mistakes = [
@@ -94,21 +91,21 @@ _shift_mistakes = [
         "your labels are shifted as well: tgt_out is the targets themselves (position t reads BOS, y_1 … y_t-1 "
         "and predicts y_t); only the decoder input is shifted",
         lambda targets, bos_id, pad_id: (
-            _bos_then(targets, bos_id),
-            _ignore_pad(torch.cat([targets[:, 1:], torch.full_like(targets[:, :1], pad_id)], dim=1), pad_id),
+            _shift_reference(targets, bos_id, pad_id)[0],
+            _shift_reference(_shifted_left(targets, pad_id), bos_id, pad_id)[1],
         ),
     ),
     Mistake(
         "padding-not-ignored",
         "padded positions of tgt_out must hold -100 so that the loss skips them",
-        lambda targets, bos_id, pad_id: (_bos_then(targets, bos_id), targets.clone()),
+        lambda targets, bos_id, pad_id: (_shift_reference(targets, bos_id, pad_id)[0], targets.clone()),
     ),
     Mistake(
         "shifted-left",
         "you shifted the decoder input to the left; shift it right: BOS first, then y_1 … y_T-1",
         lambda targets, bos_id, pad_id: (
-            torch.cat([targets[:, 1:], torch.full_like(targets[:, :1], pad_id)], dim=1),
-            _ignore_pad(targets, pad_id),
+            _shifted_left(targets, pad_id),
+            _shift_reference(targets, bos_id, pad_id)[1],
         ),
     ),
 ]
@@ -278,7 +275,7 @@ def _logits_inputs(dtype=torch.float32, k_max=None):
 
 
 def _top_k_keep(logits, k):
-    return logits >= logits.topk(min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return ref_generation.top_k_filter(logits, k) == logits  # True where tfcourse keeps the logit
 
 
 _top_k_mistakes = [
@@ -358,29 +355,19 @@ def _nucleus_inputs(p=None):
     return {"logits": 2 * inputs.randn(b, vocab), "p": p if p is not None else inputs.size(20, 95) / 100}
 
 
-def _nucleus_drop(logits, p, *, include_crossing=True, sort=True):
-    if sort:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-    else:
-        sorted_logits, order = logits, torch.arange(logits.shape[-1]).expand_as(logits)
-    probs = sorted_logits.float().softmax(dim=-1)
-    drop_sorted = (probs.cumsum(-1) - probs >= p) if include_crossing else (probs.cumsum(-1) > p)
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
+def _without_crossing_token(logits, p):
+    # tfcourse's nucleus minus its least likely token, the one whose probability takes the total past p
+    kept = ref_generation.top_p_filter(logits, p)
+    least_likely = logits.masked_fill(kept != logits, math.inf).argmin(dim=-1, keepdim=True)  # (B, 1)
+    return kept.scatter(-1, least_likely, torch.finfo(logits.dtype).min)
 
 
 _top_p_mistakes = [
     Mistake(
         "top-p-drops-crossing-token",
         "you dropped the token that takes the total past p, so what is left sums to less than p; drop a token "
-        "only when the tokens more likely than it already sum to p (cumsum - probs >= p)",
-        lambda logits, p: _nucleus_drop(logits, p, include_crossing=False),
-    ),
-    Mistake(
-        "top-p-unsorted",
-        "you summed the probabilities in vocabulary order; sort them in descending order first, then map the "
-        "decision back to the vocabulary order",
-        lambda logits, p: _nucleus_drop(logits, p, sort=False),
+        "only when the tokens more likely than it already sum to p",
+        _without_crossing_token,
     ),
 ]
 check_function(
@@ -393,7 +380,33 @@ check_function(
     trials=4,
 )
 ### BEGIN HIDDEN TESTS
-# hidden: p = 1 keeps everything; a tiny p keeps only the most likely token
+# hidden: the sums in vocabulary order (written out, so that mistake is named only here); p = 1 keeps
+# everything; a tiny p keeps only the most likely token
+_top_p_mistakes = list(_top_p_mistakes)
+
+
+def _unsorted_nucleus(logits, p):
+    probs = logits.float().softmax(dim=-1)
+    return logits.masked_fill(probs.cumsum(-1) - probs >= p, torch.finfo(logits.dtype).min)
+
+
+_top_p_mistakes.append(
+    Mistake(
+        "top-p-unsorted",
+        "you summed the probabilities in vocabulary order; sort them in descending order first, then map the "
+        "decision back to the vocabulary order",
+        _unsorted_nucleus,
+    )
+)
+check_function(
+    top_p_filter,
+    ref_generation.top_p_filter,
+    _nucleus_inputs,
+    name="filtered logits",
+    mistakes=_top_p_mistakes,
+    forbidden=guard.GENERATION,
+    trials=4,
+)
 for _p in (1.0, 0.01):
     check_function(
         top_p_filter,

@@ -196,10 +196,11 @@ def _sep_in_b(a, b, cls_id, sep_id, max_length):
 
 
 def _truncate_b_first(a, b, cls_id, sep_id, max_length):
-    a, b = list(a), list(b)
-    while max_length is not None and len(a) + len(b) + 3 > max_length:
-        (b if len(b) > 1 else a).pop()
-    return torch.tensor([cls_id, *a, sep_id, *b, sep_id]), torch.tensor([0] * (len(a) + 2) + [1] * (len(b) + 1))
+    # B shortened down to one token before A loses any, then packed by tfcourse
+    room = len(a) + len(b) if max_length is None else max_length - 3
+    keep_b = min(len(b), max(1, room - len(a)))
+    keep_a = min(len(a), room - keep_b)
+    return _pack_reference(a[:keep_a], b[:keep_b], cls_id, sep_id, None)
 
 
 _pack_mistakes = [
@@ -280,17 +281,20 @@ def bert_embeddings(
 
 
 # %% tests id=test_bert_embeddings points=2
-def _embeddings_reference(input_ids, token_type_ids, word, segment, position, gamma, beta):
+def _embeddings_reference(input_ids, token_type_ids, word, segment, position, gamma, beta, normalise=True):
     config = ref_bert.BertConfig(
         vocab_size=word.shape[0], d_model=word.shape[1], num_heads=1, max_len=position.shape[0], dropout=0.0
     )
     module = ref_bert.BertEmbeddings(config).eval()
+    if not normalise:
+        module.norm = torch.nn.Identity()
     with torch.no_grad():
         module.tokens.weight.copy_(word)
         module.segments.weight.copy_(segment)
         module.positions.embedding.weight.copy_(position)
-        module.norm.weight.copy_(gamma)
-        module.norm.bias.copy_(beta)
+        if normalise:
+            module.norm.weight.copy_(gamma)
+            module.norm.bias.copy_(beta)
         return module(input_ids, token_type_ids)
 
 
@@ -308,27 +312,27 @@ def _embedding_inputs():
     }
 
 
-def _ln12(x, gamma, beta):
-    return F.layer_norm(x, x.shape[-1:], gamma, beta, eps=1e-12)
-
-
 _embedding_mistakes = [
     Mistake(
         "no-segment-embedding",
         "the segment embedding is missing: add segment[token_type_ids]",
-        lambda ids, types, word, segment, position, gamma, beta: _ln12(
-            word[ids] + position[: ids.shape[1]], gamma, beta
+        lambda ids, types, word, segment, position, gamma, beta: _embeddings_reference(
+            ids, types, word, torch.zeros_like(segment), position, gamma, beta
         ),
     ),
     Mistake(
         "no-position-embedding",
         "the position embedding is missing: add position[t] for t = 0 … T-1",
-        lambda ids, types, word, segment, position, gamma, beta: _ln12(word[ids] + segment[types], gamma, beta),
+        lambda ids, types, word, segment, position, gamma, beta: _embeddings_reference(
+            ids, types, word, segment, torch.zeros_like(position), gamma, beta
+        ),
     ),
     Mistake(
         "embeddings-not-normalised",
         "the sum is not normalised: BERT applies LayerNorm to the summed embeddings",
-        lambda ids, types, word, segment, position, gamma, beta: word[ids] + segment[types] + position[: ids.shape[1]],
+        lambda ids, types, word, segment, position, gamma, beta: _embeddings_reference(
+            ids, types, word, segment, position, gamma, beta, normalise=False
+        ),
     ),
 ]
 check_function(
@@ -373,8 +377,29 @@ def pooled_output(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 # %% tests id=test_pooled_output points=1
+class _Given(torch.nn.Module):
+    """Stands in for BERT's embeddings and encoder: returns the given hidden states."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, *args, **kwargs):
+        return self.hidden
+
+
 def _pooled_reference(hidden, weight, bias):
-    return torch.tanh(F.linear(hidden[:, 0], weight, bias))  # as in tfcourse.models.bert.BertModel.forward
+    # tfcourse's BertModel with the encoder's output given: only its pooler computes anything
+    b, t, d = hidden.shape
+    config = ref_bert.BertConfig(
+        vocab_size=1, d_model=d, num_heads=1, num_layers=1, d_ff=1, max_len=t, dropout=0.0, attention_dropout=0.0
+    )
+    model = ref_bert.BertModel(config).to(hidden.dtype).eval()
+    model.embeddings = model.encoder = _Given(hidden)
+    with torch.no_grad():
+        model.pooler.weight.copy_(weight)
+        model.pooler.bias.copy_(bias)
+        return model(torch.zeros(b, t, dtype=torch.long)).pooled_output
 
 
 def _pooled_inputs():
@@ -386,22 +411,24 @@ _pooled_mistakes = [
     Mistake(
         "pooled-mean",
         "you pooled the mean over the tokens; BERT's pooled output takes the [CLS] vector, position 0",
-        lambda hidden, weight, bias: torch.tanh(F.linear(hidden.mean(1), weight, bias)),
+        lambda hidden, weight, bias: _pooled_reference(hidden.mean(1, keepdim=True), weight, bias),
     ),
     Mistake(
         "pooled-last-token",
         "you took the last token; BERT's [CLS] token is the first one, position 0",
-        lambda hidden, weight, bias: torch.tanh(F.linear(hidden[:, -1], weight, bias)),
+        lambda hidden, weight, bias: _pooled_reference(hidden[:, -1:], weight, bias),
     ),
     Mistake(
         "pooled-no-tanh",
         "the tanh is missing after the dense layer",
-        lambda hidden, weight, bias: F.linear(hidden[:, 0], weight, bias),
+        lambda hidden, weight, bias: torch.atanh(_pooled_reference(hidden.double(), weight.double(), bias.double())).to(
+            hidden.dtype
+        ),
     ),
     Mistake(
         "pooled-weight-not-transposed",
         "you multiplied by weight instead of its transpose: a dense layer computes x @ weight.T + bias",
-        lambda hidden, weight, bias: torch.tanh(hidden[:, 0] @ weight + bias),
+        lambda hidden, weight, bias: _pooled_reference(hidden, weight.mT, bias),
     ),
 ]
 check_function(

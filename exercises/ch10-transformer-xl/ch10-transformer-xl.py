@@ -63,23 +63,24 @@ def _compare_kept(fn):
     return compared
 
 
-def _shift_rows(x, offsets):
-    """out[..., i, j] = x[..., i, j + offsets[i]], zero where that falls outside."""
-    tk = x.shape[-1]
-    index = torch.arange(tk)[None, :] + offsets[:, None]  # (Tq, Tk)
-    inside = (index >= 0) & (index < tk)
-    out = x.gather(-1, index.clamp(0, tk - 1).expand_as(x))
-    return _kept(out.masked_fill(~inside, 0))
+def _rows_reversed(x):
+    # tfcourse's shift of the rows in reverse order: row i moves left by i instead of Tq - 1 - i
+    return _kept(_kept(ref_positions.rel_shift(x.flip(-2))).flip(-2))
 
 
 def _pad_right(x):
-    *lead, tq, tk = x.shape
-    return _kept(F.pad(x, (0, 1)).reshape(*lead, tk + 1, tq)[..., 1:, :].reshape(*lead, tq, tk))
+    # a zero column on the right instead of the left moves every entry of the result one step on
+    shifted = ref_positions.rel_shift(x).flatten(-2)  # (..., Tq·Tk)
+    return _kept(torch.cat([shifted[..., 1:], torch.zeros_like(shifted[..., :1])], dim=-1).view_as(x))
 
 
 def _drop_last(x):
-    *lead, tq, tk = x.shape
-    return _kept(F.pad(x, (1, 0)).reshape(*lead, tk + 1, tq)[..., :-1, :].reshape(*lead, tq, tk))
+    # keeping the first Tq·Tk entries of the padded rows instead of the last: tfcourse's result moved Tq steps
+    # on, behind the padded first row's first Tq entries
+    tq = x.shape[-2]
+    shifted = ref_positions.rel_shift(x).flatten(-2)  # (..., Tq·Tk)
+    start = torch.cat([torch.zeros_like(x[..., 0, :1]), x[..., 0, : tq - 1]], dim=-1)  # (..., Tq): 0, row 0
+    return _kept(torch.cat([start, shifted[..., : shifted.shape[-1] - tq]], dim=-1).view_as(x))
 
 
 def _scores_inputs(lead=True):
@@ -94,7 +95,7 @@ _shift_mistakes = [
         "row-shift-reversed",
         "your rows move the wrong way: row i must move left by Tq - 1 - i (the first query the most, the last "
         "query not at all)",
-        lambda x: _shift_rows(x, torch.arange(x.shape[-2])),
+        _rows_reversed,
     ),
     Mistake("pad-right", "the zero column goes on the left (F.pad(x, (1, 0))), not on the right", _pad_right),
     Mistake("drop-last-row", "after the reshape to (Tk + 1, Tq), drop the first row, not the last", _drop_last),
@@ -190,7 +191,8 @@ _score_mistakes = [
     Mistake(
         "position-not-shifted",
         "the position term must go through rel_shift: (q + v)·rᵀ is computed against distances, not keys",
-        lambda q, k, r, u, v: _kept(((q + u[:, None]) @ k.mT + (q + v[:, None]) @ r.mT) / math.sqrt(q.shape[-1])),
+        # the content term with r as the keys and v as the bias is the position term, unshifted
+        lambda q, k, r, u, v: _xl_scores(q, k, 0 * r, u, v) + _xl_scores(q, r.expand_as(k), 0 * r, v, v),
     ),
 ]
 check_function(
@@ -255,8 +257,11 @@ def _memory_inputs(first=False, mem_len=None):
     }
 
 
-def _context(memory, hidden):
-    return hidden if memory is None else torch.cat([memory, hidden], dim=1)
+def _oldest(memory, hidden, mem_len):
+    # tfcourse's memory of the time-reversed sequence, reversed back: the first mem_len positions
+    if memory is None:
+        return ref_xl.update_memory(None, hidden.flip(1), mem_len).flip(1)
+    return ref_xl.update_memory(hidden.flip(1), memory.flip(1), mem_len).flip(1)
 
 
 _memory_mistakes = [
@@ -269,17 +274,17 @@ _memory_mistakes = [
     Mistake(
         "kept-oldest",
         "you kept the oldest positions; the memory keeps the most recent mem_len",
-        lambda memory, hidden, n: (_context(memory, hidden)[:, :n], False),
+        lambda memory, hidden, n: (_oldest(memory, hidden, n), False),
     ),
     Mistake(
         "hidden-only",
         "your memory holds the current segment only; concatenate the old memory first, then keep the last mem_len",
-        lambda memory, hidden, n: (hidden[:, max(0, hidden.shape[1] - n) :], False),
+        lambda memory, hidden, n: (ref_xl.update_memory(None, hidden, n), False),
     ),
     Mistake(
         "minus-zero",
-        "with mem_len = 0 your memory keeps everything: x[:, -0:] is x[:, 0:]; start at max(0, length - mem_len)",
-        lambda memory, hidden, n: (_context(memory, hidden)[:, -n:], False),
+        "with mem_len = 0 your memory keeps everything: x[:, -0:] is x[:, 0:]; mem_len = 0 leaves an empty memory",
+        lambda memory, hidden, n: (ref_xl.update_memory(memory, hidden, n or 1_000_000), False),  # 0: keep all
     ),
 ]
 

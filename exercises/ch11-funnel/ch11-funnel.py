@@ -57,12 +57,12 @@ _length_mistakes = [
     Mistake(
         "cls-pooled",
         "[CLS] is kept apart: it adds one position of its own and the pooling covers the tokens after it",
-        lambda t, s, c, tr: math.ceil(t / s),
+        lambda t, s, c, tr: _length(t, s, False, tr),
     ),
     Mistake(
         "floor",
         "a last, shorter window still gives a position: round up (math.ceil), not down",
-        lambda t, s, c, tr: (1 + (t - 1 - tr) // s) if c else t // s,
+        lambda t, s, c, tr: _length(t + 1, s, c, tr) - 1,  # rounding r / s down is rounding (r + 1) / s up, less 1
     ),
 ]
 for _ in range(4):

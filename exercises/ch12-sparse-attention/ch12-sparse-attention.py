@@ -16,6 +16,7 @@
 # %% locked id=setup
 import torch
 
+from tfcourse import masks as ref_masks
 from tfcourse import sparse as ref_sparse
 from tfcourse.grading import Mistake, check_answered, check_function, check_value, guard, inputs
 
@@ -51,13 +52,25 @@ def _strided(n, stride, causal, factorized):
     return ref_sparse.strided_pattern(n, stride, causal, factorized=factorized)
 
 
-def _variant(n, stride, causal, factorized, keys=None, columns=False):
-    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    window = (i - j).abs() <= (stride if keys is None else keys - 1)
-    every_l = (j % stride == 0) if columns else ((i - j) % stride == 0)
+def _combined(window, every_l, causal, factorized):
+    """The two subsets, each (n, n) or one row for every query, kept causal or not, stacked or merged."""
+    n = window.shape[-1]
+    window, every_l = window.expand(n, n), every_l.expand(n, n)
     if causal:
-        window, every_l = window & (j <= i), every_l & (j <= i)
+        window, every_l = window & ref_masks.causal_mask(n), every_l & ref_masks.causal_mask(n)
     return torch.stack([window, every_l]) if factorized else window | every_l
+
+
+def _window_of_l_keys(n, stride, causal, factorized):
+    # tfcourse's window for stride - 1 (just the diagonal for stride 1) with the every-stride-th keys of stride
+    window = _strided(n, stride - 1, False, True)[0] if stride > 1 else torch.eye(n, dtype=torch.bool)
+    return _combined(window, _strided(n, stride, False, True)[1], causal, factorized)
+
+
+def _columns_mod_l(n, stride, causal, factorized):
+    # every query gets the keys of query 0's second subset: the columns j with j mod stride = 0
+    window, every_l = _strided(n, stride, False, True)
+    return _combined(window, every_l[0], causal, factorized)
 
 
 def _strided_inputs(causal=True, factorized=None):
@@ -70,18 +83,18 @@ _strided_mistakes = [
     Mistake(
         "window-of-l-keys",
         "your window holds l keys; the paper's A1 is {i - l, …, i}, the previous l positions and i itself (l + 1 keys)",
-        lambda n, s, c, f: _variant(n, s, c, f, keys=s),
+        _window_of_l_keys,
     ),
     Mistake(
         "columns-mod-l",
         "A2 holds the keys at distances that are multiples of l from the query, (i - j) mod l = 0, not the "
         "columns j mod l = 0 (that is closer to the fixed pattern)",
-        lambda n, s, c, f: _variant(n, s, c, f, columns=True),
+        _columns_mod_l,
     ),
     Mistake(
         "not-causal",
         "the causal pattern keeps only keys j <= i",
-        lambda n, s, c, f: _variant(n, s, False, f),
+        lambda n, s, c, f: _strided(n, s, False, f),
     ),
 ]
 check_function(
@@ -151,13 +164,10 @@ def _fixed(n, block, c, causal, factorized):
     return ref_sparse.fixed_pattern(n, block, c, causal, factorized=factorized)
 
 
-def _fixed_variant(n, block, c, causal, factorized, first_cells=False, extra=0):
-    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    own = (i // block == j // block).expand(n, n)
-    summaries = ((j % block < c) if first_cells else (j % block >= block - c - extra)).expand(n, n)
-    if causal:
-        own, summaries = own & (j <= i), summaries & (j <= i)
-    return torch.stack([own, summaries]) if factorized else own | summaries
+def _first_c_cells(n, block, c, causal, factorized):
+    # the summary columns of a longer pattern read from column block - c on: j mod block < c
+    first = _fixed(n + block, block, c, False, True)[1][0, block - c : block - c + n]  # (n,)
+    return _combined(_fixed(n, block, c, False, True)[0], first, causal, factorized)
 
 
 def _fixed_inputs(causal=True, factorized=None):
@@ -170,12 +180,12 @@ _fixed_mistakes = [
     Mistake(
         "first-c-cells",
         "the summary cells are the last c of each block (j mod l >= l - c), not the first c",
-        lambda n, b, c, ca, f: _fixed_variant(n, b, c, ca, f, first_cells=True),
+        _first_c_cells,
     ),
     Mistake(
         "c-plus-one-cells",
         "your blocks have c + 1 summary cells: j mod l >= l - c",
-        lambda n, b, c, ca, f: _fixed_variant(n, b, c, ca, f, extra=1),
+        lambda n, b, c, ca, f: _fixed(n, b, min(c + 1, b), ca, f),
     ),
     Mistake(
         "not-causal", "the causal pattern keeps only keys j <= i", lambda n, b, c, ca, f: _fixed(n, b, c, False, f)

@@ -51,8 +51,8 @@ def squared_relu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ca
 
 
 # %% tests id=test_squared_relu_attention points=3
-def _squared_relu(q, k, v, causal):
-    return ref_gau.squared_relu_attention(q, k, v, causal=causal)
+def _squared_relu(q, k, v, causal, **knobs):
+    return ref_gau.squared_relu_attention(q, k, v, causal=causal, **knobs)
 
 
 def _squared_relu_inputs(causal, dtype=torch.float32, batch=True):
@@ -64,6 +64,83 @@ def _squared_relu_inputs(causal, dtype=torch.float32, batch=True):
         "v": inputs.randn(*lead, t, e, dtype=dtype),
         "causal": causal,
     }
+
+
+def _relu_not_squared(q, k, v, causal):
+    # tfcourse's weights relu²(·) / n, back to relu(·) / n
+    n = k.shape[-2]
+    weights = _squared_relu(q, k, v, causal, return_weights=True)[1]  # (..., T, T) float32
+    return ((weights * n).sqrt() / n @ v.float()).to(v.dtype)
+
+
+def _per_row(q, k, v, causal):
+    # each row divided by the number of keys its query may see instead of by n
+    t = k.shape[-2]
+    visible = torch.arange(1, t + 1)[:, None] if causal else torch.full((t, 1), t)  # (T, 1)
+    return (_squared_relu(q, k, v, causal).float() * t / visible).to(v.dtype)
+
+
+def _wrong_causal_mask(mask):
+    return lambda q, k, v, c: _squared_relu(q, k, v, False, mask=mask(k.shape[-2])) if c else _squared_relu(q, k, v, c)
+
+
+def _softmax_variant(q, k, v, causal):
+    mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril() if causal else None
+    return mistakes.attention(q, k, v, mask)
+
+
+_squared_relu_mistakes = [
+    Mistake(
+        "softmax-instead-of-relu2",
+        "you used a softmax; the GAU's weights are relu(scores)² / n, with no exponential and no normalisation "
+        "over the keys",
+        _softmax_variant,
+    ),
+    Mistake(
+        "relu-not-squared",
+        "your weights are relu(scores) / n; square the ReLU: relu(scores)² / n",
+        _relu_not_squared,
+    ),
+    Mistake(
+        "missing-1-over-n",
+        "your weights are not divided by n, the number of keys T",
+        lambda q, k, v, c: _squared_relu(q, k, v, c, normalizer=1.0),
+    ),
+    Mistake(
+        "normalised-by-visible-keys",
+        "you divided each row by the number of keys that query may see (i + 1); the GAU divides every row by "
+        "the same n, the sequence length T, causal or not",
+        _per_row,
+    ),
+    Mistake(
+        "missing-scale",
+        "your scores are not divided by √S (the width of q and k) before the ReLU",
+        lambda q, k, v, c: _squared_relu(q, k, v, c, scale=1.0),
+    ),
+    Mistake(
+        "causal-no-diagonal",
+        "your causal mask excludes the diagonal: a query may use its own key (keep j <= i, tril with diagonal=0)",
+        _wrong_causal_mask(mistakes.CAUSAL_NO_DIAGONAL),
+    ),
+    Mistake(
+        "causal-one-ahead",
+        "your causal mask lets each query see one key into the future (diagonal=1 instead of 0)",
+        _wrong_causal_mask(mistakes.CAUSAL_ONE_AHEAD),
+    ),
+]
+for _causal in (False, True):
+    check_function(
+        squared_relu_attention,
+        _squared_relu,
+        lambda c=_causal: _squared_relu_inputs(c),
+        name=f"squared-ReLU attention output ({'causal' if _causal else 'non-causal'})",
+        mistakes=_squared_relu_mistakes,
+        forbidden=guard.EFFICIENT,
+    )
+### BEGIN HIDDEN TESTS
+# hidden: float64 keeps its dtype (the reference's scores are float32, so the mistakes are computed here in
+# float64, written out), no batch axis, a single token
+_squared_relu_mistakes_float64 = [_squared_relu_mistakes[0]]  # the softmax one is computed in float64 already
 
 
 def _relu2_variant(q, k, v, causal, *, power=2, scale=True, normalise=True, diagonal=0, per_row=False):
@@ -79,18 +156,7 @@ def _relu2_variant(q, k, v, causal, *, power=2, scale=True, normalise=True, diag
     return (weights @ v.double()).to(v.dtype)
 
 
-def _softmax_variant(q, k, v, causal):
-    mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril() if causal else None
-    return mistakes.attention(q, k, v, mask)
-
-
-_squared_relu_mistakes = [
-    Mistake(
-        "softmax-instead-of-relu2",
-        "you used a softmax; the GAU's weights are relu(scores)² / n, with no exponential and no normalisation "
-        "over the keys",
-        _softmax_variant,
-    ),
+_squared_relu_mistakes_float64 += [
     Mistake(
         "relu-not-squared",
         "your weights are relu(scores) / n; square the ReLU: relu(scores)² / n",
@@ -127,20 +193,9 @@ for _causal in (False, True):
     check_function(
         squared_relu_attention,
         _squared_relu,
-        lambda c=_causal: _squared_relu_inputs(c),
-        name=f"squared-ReLU attention output ({'causal' if _causal else 'non-causal'})",
-        mistakes=_squared_relu_mistakes,
-        forbidden=guard.EFFICIENT,
-    )
-### BEGIN HIDDEN TESTS
-# hidden: float64 keeps its dtype (the reference's scores are float32), no batch axis, a single token
-for _causal in (False, True):
-    check_function(
-        squared_relu_attention,
-        _squared_relu,
         lambda c=_causal: _squared_relu_inputs(c, torch.float64, batch=False),
         name=f"squared-ReLU attention output ({'causal' if _causal else 'non-causal'}, float64)",
-        mistakes=_squared_relu_mistakes,
+        mistakes=_squared_relu_mistakes_float64,
         forbidden=guard.EFFICIENT,
         atol=1e-5,
         rtol=1e-4,
@@ -198,13 +253,12 @@ def _deepnet_inputs(which=None):
     return {"num_encoder_layers": n if which != 1 else 0, "num_decoder_layers": m if which != 0 else 0}
 
 
-def _single_stack(n, m, *, depth=2, beta_depth=8):
-    # the single-stack rows with 2N (or 2M) replaced by depth·N and 8N by beta_depth·N; encoder–decoder as given
+def _single_stack(n, m, *, alpha_factor=1.0, beta_factor=1.0):
+    # tfcourse's constants with a single stack's α and β multiplied by the factors; encoder–decoder as given
+    constants = _deepnet(n, m)
     if n and m:
-        return _deepnet(n, m)
-    layers = n or m
-    pair = ((depth * layers) ** 0.25, (beta_depth * layers) ** -0.25)
-    return (pair, None) if m == 0 else (None, pair)
+        return constants
+    return tuple(None if c is None else (c[0] * alpha_factor, c[1] * beta_factor) for c in constants)
 
 
 _deepnet_mistakes = [
@@ -216,17 +270,17 @@ _deepnet_mistakes = [
     Mistake(
         "n-instead-of-2n",
         "for a single stack α = (2N)^(1/4): you used N instead of 2N",
-        lambda n, m: _single_stack(n, m, depth=1),
+        lambda n, m: _single_stack(n, m, alpha_factor=2**-0.25),  # N^(1/4) = (2N)^(1/4) / 2^(1/4)
     ),
     Mistake(
         "n-instead-of-2n-both",
         "for a single stack α = (2N)^(1/4) and β = (8N)^(-1/4) = (4·2N)^(-1/4): you used N instead of 2N",
-        lambda n, m: _single_stack(n, m, depth=1, beta_depth=4),
+        lambda n, m: _single_stack(n, m, alpha_factor=2**-0.25, beta_factor=2**0.25),
     ),
     Mistake(
         "single-stack-formula-for-encoder-decoder",
         "for an encoder–decoder model the constants are not those of a single stack: use the table's last row",
-        lambda n, m: tuple(None if layers == 0 else ((2 * layers) ** 0.25, (8 * layers) ** -0.25) for layers in (n, m)),
+        lambda n, m: (_deepnet(n, 0)[0] if n else None, _deepnet(0, m)[1] if m else None),
     ),
 ]
 check_function(
@@ -286,9 +340,9 @@ def deepnorm_step(
 
 
 # %% tests id=test_deepnorm_step points=3
-def _deepnorm_step(x, w, alpha, ln_weight, ln_bias):
-    # tfcourse's TransformerLayer(norm="deepnorm"): its residual step around the sublayer f(h) = h @ w
-    layer = ref_blocks.TransformerLayer(x.shape[-1], 1, 1, norm="deepnorm", deepnorm_alpha=alpha)
+def _layer_step(x, w, ln_weight, ln_bias, norm, alpha=1.0):
+    # tfcourse's TransformerLayer(norm=...): its residual step around the sublayer f(h) = h @ w
+    layer = ref_blocks.TransformerLayer(x.shape[-1], 1, 1, norm=norm, deepnorm_alpha=alpha)
     layer = layer.to(x.dtype).eval()
     with torch.no_grad():
         layer.ff_norm.weight.copy_(ln_weight)
@@ -296,8 +350,8 @@ def _deepnorm_step(x, w, alpha, ln_weight, ln_bias):
         return layer._residual(x, layer._sublayer_input(x, layer.ff_norm) @ w, layer.ff_norm)
 
 
-def _ln(h, ln_weight, ln_bias):
-    return F.layer_norm(h, h.shape[-1:], ln_weight, ln_bias, eps=1e-5)
+def _deepnorm_step(x, w, alpha, ln_weight, ln_bias):
+    return _layer_step(x, w, ln_weight, ln_bias, "deepnorm", alpha)
 
 
 def _deepnorm_inputs(dtype=torch.float32):
@@ -316,28 +370,28 @@ _deepnorm_mistakes = [
         "pre-ln-form",
         "you wrote the Pre-LN step x + f(LN(x)); DeepNorm keeps Post-LN's order and normalises after the "
         "residual sum: LN(α·x + f(x))",
-        lambda x, w, a, g, b: x + _ln(x, g, b) @ w,
+        lambda x, w, a, g, b: _layer_step(x, w, g, b, "pre"),
     ),
     Mistake(
         "pre-ln-form-with-alpha",
         "you wrote a Pre-LN step α·x + f(LN(x)); DeepNorm keeps Post-LN's order and normalises after the "
         "residual sum: LN(α·x + f(x))",
-        lambda x, w, a, g, b: a * x + _ln(x, g, b) @ w,
+        lambda x, w, a, g, b: _layer_step(x, w, g, b, "pre") + (a - 1) * x,
     ),
     Mistake(
         "alpha-on-sublayer",
         "you multiplied the sublayer's output f(x) by α; α up-weights the residual x: LN(α·x + f(x))",
-        lambda x, w, a, g, b: _ln(x + a * (x @ w), g, b),
+        lambda x, w, a, g, b: _deepnorm_step(x, a * w, 1.0, g, b),
     ),
     Mistake(
         "no-alpha",
         "that is the plain Post-LN step LN(x + f(x)); DeepNorm multiplies the residual x by α first",
-        lambda x, w, a, g, b: _ln(x + x @ w, g, b),
+        lambda x, w, a, g, b: _deepnorm_step(x, w, 1.0, g, b),
     ),
     Mistake(
         "alpha-after-norm",
         "you multiplied by α after the LayerNorm; α scales the residual x inside it: LN(α·x + f(x))",
-        lambda x, w, a, g, b: a * _ln(x + x @ w, g, b),
+        lambda x, w, a, g, b: a * _deepnorm_step(x, w, 1.0, g, b),
     ),
 ]
 check_function(

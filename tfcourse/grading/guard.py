@@ -44,8 +44,10 @@ __all__ = [
 ATTENTION = (
     "tfcourse.attention.scaled_dot_product_attention",
     "tfcourse.attention.attention_reference",
+    "tfcourse.attention.attention_scores",  # the scaled scores q·kᵀ/√d themselves
     "tfcourse.attention.attention_from_scores",
     "tfcourse.attention.MultiHeadAttention.forward",
+    "tfcourse.grading.mistakes.attention",  # the named mistakes' attention: right with its defaults
     "torch.nn.functional.scaled_dot_product_attention",
     "torch._C._nn.scaled_dot_product_attention",
     "torch.nn.functional.multi_head_attention_forward",
@@ -56,9 +58,18 @@ MASKS = (
     "tfcourse.masks.lengths_to_mask",
     "tfcourse.masks.causal_mask",
     "tfcourse.masks.attention_mask",
+    "tfcourse.grading.mistakes._causal",  # tril with any diagonal, for the causal mistakes
+    # a strided or fixed pattern with stride (block) >= n is the causal mask
+    "tfcourse.sparse.strided_pattern",
+    "tfcourse.sparse.fixed_pattern",
+    "tfcourse.sparse.SparsePattern.allows",
+    "tfcourse.sparse.SparsePattern.mask",
+    "torch.nn.Transformer.generate_square_subsequent_mask",  # 0 on and below the diagonal
+    "torch.nn.modules.transformer._generate_square_subsequent_mask",
 )
 T5 = (
     "tfcourse.positions.t5_relative_position_bucket",
+    "tfcourse.positions.T5RelativeBias.forward",
     "tfcourse.pretraining.span_corruption.span_corruption",
     "tfcourse.pretraining.span_corruption.merge_span_corruption",
 )
@@ -100,16 +111,28 @@ POSITIONS = (
     "tfcourse.positions.half_to_interleaved",
     "tfcourse.positions.t5_relative_position_bucket",
     "tfcourse.positions.T5RelativeBias.forward",
+    "tfcourse.models._funnel_attention.relative_sinusoids",  # the sinusoids, as all sines then all cosines
 )
 LAYER_NORM = (
     "torch.nn.functional.layer_norm",
     "torch.layer_norm",
     "torch.native_layer_norm",
     "torch.nn.LayerNorm.forward",
+    # a group norm with one group, an instance norm of (N, 1, D) or a batch norm of the transpose is LayerNorm
+    "torch.nn.functional.group_norm",
+    "torch.group_norm",
+    "torch.native_group_norm",
+    "torch.nn.functional.instance_norm",
+    "torch.instance_norm",
+    "torch.nn.functional.batch_norm",
+    "torch.batch_norm",
+    "torch.native_batch_norm",
 )
 LAYER = (
     *LAYER_NORM,
     "tfcourse.blocks.TransformerLayer.forward",
+    "tfcourse.blocks.TransformerLayer._sublayer_input",
+    "tfcourse.blocks.TransformerLayer._residual",
     "tfcourse.blocks.deepnorm_constants",
     "tfcourse.schedules.transformer_lr",
     "tfcourse.schedules.warmup_inverse_sqrt",
