@@ -115,3 +115,22 @@ def test_a_correct_split_always_passes_and_a_wrong_one_always_fails():
 def test_too_few_draws_is_an_authoring_error():
     with pytest.raises(ValueError, match="needed"):
         check_proportions([80, 10, 10], (0.8, 0.1, 0.1), name="split")
+
+
+def test_failures_in_hidden_tests_do_not_describe_their_inputs():
+    source = read_notebook(E1)
+    release = release_version(source)
+    wrong_dtype = (
+        "def attention_weights(q, k):\n"
+        "    q, k = q.float(), k.float()\n"
+        "    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+    )
+    unscaled = "def attention_weights(q, k):\n    return torch.softmax(q @ k.transpose(-2, -1), dim=-1)\n"
+    reasons = {}
+    for label, code in (("hidden", wrong_dtype), ("visible", unscaled)):
+        nb = cases.answer(cases.solved(release, source), "attention_weights", code)
+        restore_locked_cells(nb, source)
+        result = score_notebook(nb, source, isolation=Isolation(unsafe=True), timeout=30)
+        reasons[label] = next(p.reason for p in result.parts if p.grade_id == "test_attention_weights")
+    assert "float64" in reasons["hidden"] and "(inputs:" not in reasons["hidden"]
+    assert "√d_k" in reasons["visible"] or "scale" in reasons["visible"]

@@ -21,7 +21,10 @@ from tfcourse.grading.checks import (
 )
 from tfcourse.grading.compare import TOLERANCES, CheckFailed, compare, describe, matches, tolerance
 from tfcourse.grading.guard import ReferenceUsed, forbid
+from tfcourse.grading.jupyter import install as _install_jupyter_feedback
 from tfcourse.grading.mistakes import Mistake
+
+_install_jupyter_feedback()  # readable ✓/✗ lines in a learner's own kernel; nothing elsewhere
 
 __all__ = [
     "MLM_FRACTIONS",

@@ -57,6 +57,7 @@ __all__ = [
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 _INPUTS_NOTE = re.compile(r"\n\(inputs: .*\)\s*$", re.S)
+_CHECKS = re.compile(r"^\s*(check_\w+)\(", re.M)
 
 
 @dataclass(frozen=True)
@@ -396,6 +397,10 @@ def _score_test(
         error, hidden_failed = crash, False
     cell.outputs = [_stream("stdout", printed)] if printed else []
     if error is None:
+        if not hidden.strip() and set(_CHECKS.findall(visible)) == {"check_answered"}:
+            answered = "answered: its value is checked when graded"
+            cell.outputs.append(_stream("stdout", f"✓ {answered}\n"))
+            return PartResult(grade_id, points, points, answered)
         cell.outputs.append(_stream("stdout", f"✓ {grade_id} passed ({points:g} of {points:g} points)\n"))
         return PartResult(grade_id, points, points, "passed")
     ename, message = _reason(error, hidden_failed)
