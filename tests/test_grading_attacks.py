@@ -121,7 +121,6 @@ def graded(tmp_path_factory):
     before = {
         "instructor": digest(*(course / p for p in PROTECTED)),
         "alice": digest(course / "submitted" / "alice"),
-        "package": digest(PACKAGE),
     }
     run = subprocess.run(
         [TFCOURSE, "grade", str(course), NAME, "--workers", "2", "--quiet"],
@@ -178,7 +177,8 @@ def test_nothing_outside_the_sandbox_changed(graded):
     course = graded["course"]
     assert digest(*(course / p for p in PROTECTED)) == graded["before"]["instructor"]
     assert digest(course / "submitted" / "alice") == graded["before"]["alice"]
-    assert digest(PACKAGE) == graded["before"]["package"]
+    # The grader's code: no attack's mark in it (a digest would also see a developer's edits during the run).
+    assert not any(p.read_text(errors="replace").endswith("raise SystemExit\n") for p in PACKAGE.rglob("*.py"))
     assert not graded["canary"].exists()
     assert graded["listener"].accepted == 0
 

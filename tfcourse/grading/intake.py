@@ -86,12 +86,16 @@ def take_in(root: Path | str, name: str, student: str, notebooks: list[str]) -> 
             continue
         try:
             data = _read_regular(submitted / filename, MAX_NOTEBOOK_BYTES)
-            nbformat.reads(data.decode("utf-8"), as_version=4)
-        except ValueError as error:  # includes JSON and Unicode errors
+        except ValueError as error:
             intake.refused[notebook] = f"refused: {filename}: {str(error)[:200]}"
             continue
         except OSError as error:
             intake.refused[notebook] = f"refused: {filename} could not be read ({error.strerror})"
+            continue
+        try:
+            nbformat.reads(data.decode("utf-8"), as_version=4)
+        except Exception as error:  # JSON, Unicode and schema errors
+            intake.refused[notebook] = f"{filename} is not a valid notebook: {str(error)[:200]}"
             continue
         (folder / filename).write_bytes(data)
         intake.accepted.append(notebook)
