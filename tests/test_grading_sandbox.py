@@ -195,3 +195,23 @@ def test_unsafe_mode_still_runs_a_separate_process():
         assert result.ok
         call = lp.call("pid", (), {})
         assert call.ok and call.value != __import__("os").getpid()
+
+
+@needs_sandbox
+def test_the_whole_sandbox_shares_one_memory_limit():
+    """Sixteen processes of 256 MiB each meet the sandbox's 2 GiB as one limit (where cgroups can be made)."""
+    with LearnerProcess(Isolation(memory_mb=2048), timeout=20) as lp:
+        if lp.cgroup is None:
+            pytest.skip("no cgroup can be made here; only the per-process limits apply")
+        result = lp.run_cell(
+            0,
+            "import os, time\nkids = []\nfor _ in range(16):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        open('/proc/self/oom_score_adj', 'w').write('1000')\n"
+            "        block = bytearray(256 * 2**20)\n        block[::4096] = b'x' * len(block[::4096])\n"
+            "        time.sleep(5)\n        os._exit(0)\n    kids.append(pid)\n"
+            "codes = [os.waitpid(pid, 0)[1] for pid in kids]\nprint(sum(1 for c in codes if c != 0))\n",
+        )
+        assert result.ok, result.error
+        assert int(result.stdout.split()[-1]) > 0  # some were killed by the group's out-of-memory killer
+        folders = list(lp.cgroup.folders)
+    assert not any(f.exists() for f in folders)

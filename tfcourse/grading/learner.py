@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tfcourse.grading.cgroup import Cgroup
 from tfcourse.grading.compare import LearnerError
 from tfcourse.grading.sandbox import Isolation, command
 from tfcourse.grading.sandboxed import wire
@@ -64,6 +65,7 @@ class LearnerProcess:
         self.forbidden = sorted(set(forbidden))
         self.timeout = float(timeout)
         self.process: subprocess.Popen | None = None
+        self.cgroup: Cgroup | None = None
         self.log: list[str] = []
         self._log_size = 0
 
@@ -72,6 +74,10 @@ class LearnerProcess:
         req_r, req_w = os.pipe()
         ans_r, ans_w = os.pipe()
         argv, env, limits = command(self.isolation, req_r, ans_w)
+        if not self.isolation.unsafe:
+            self.cgroup = Cgroup.create(self.isolation.memory_mb * 2**20, self.isolation.processes)
+            if self.cgroup is not None:
+                limits = _joining(self.cgroup, limits)
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -116,6 +122,9 @@ class LearnerProcess:
     def close(self) -> None:
         """Kill the sandbox and everything in it (its process group; the PID namespace does the rest)."""
         if self.process is None:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+                self.cgroup = None
             return
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -134,6 +143,9 @@ class LearnerProcess:
         if self.process.stdout:
             self.process.stdout.close()
         self.process = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def __enter__(self) -> LearnerProcess:
         return self.start() if self.process is None else self
@@ -220,6 +232,14 @@ class LearnerProcess:
             output=_text(answer.get("output")),
             error=error or (None if answer.get("ok") else {"ename": "Error", "evalue": "no answer"}),
         )
+
+
+def _joining(cgroup: Cgroup, limits):
+    def preexec() -> None:
+        cgroup.join()  # before exec: bwrap and everything it starts are in the group
+        limits()
+
+    return preexec
 
 
 def _describe_error(error: object) -> str:

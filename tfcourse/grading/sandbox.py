@@ -10,7 +10,8 @@ One sandbox per notebook execution, built from Debian's ``bwrap`` (bubblewrap) a
   namespaces; a new session (no terminal to inject into); every process it starts, ``setsid`` ones too,
   dies with it, because the namespace's first process is killed when the grader kills the sandbox;
 * an unprivileged uid of its own with every capability dropped and ``no_new_privs``; limits on address
-  space, processes, file size, CPU time and core files.
+  space, processes, file size, CPU time and core files, and (where the grader may make one) a cgroup that
+  bounds the memory and process count of the whole tree (:mod:`~tfcourse.grading.cgroup`).
 
 As root (this machine, CI), bwrap runs privileged and ``setpriv`` drops to the uid; as another user it uses
 an unprivileged user namespace. :func:`sandbox_problem` says why a sandbox cannot be made here; graders
