@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test lint benchmark clean
+.PHONY: book test lint benchmark release clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)  ## Lint, then run the whole test suite (the book build and a bro
 
 benchmark: $(STAMP)  ## Run every benchmark script and print one table of ratios (not part of the test suite).
 	$(BIN)/python benchmarks/run_all.py
+
+release: $(STAMP)  ## Build the sdist and wheel into dist/ from a clean checkout, check them and upload them (twine).
+	@test -z "$$(git status --porcelain)" || { echo "release: the working tree has changes; commit or stash them"; exit 1; }
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt twine
+	$(BIN)/python -m twine check --strict dist/*
+	$(BIN)/python -m twine upload dist/*
 
 clean:
 	rm -rf _build $(VENV)

@@ -3,6 +3,7 @@
 ::
 
     tfcourse exercises                               list the exercise catalogue
+    tfcourse get ID [--dir DIR] [--force]            write the student notebook ID.ipynb into the current folder
     tfcourse course init DIR                         create an nbgrader course folder for PyTorch notebooks
     tfcourse assign DIR NAME --exercises ID [ID ...] build, release and validate a problem set
                     [--duedate ISO8601 --late-penalty FRACTION]
@@ -37,6 +38,65 @@ def _exercises(args: argparse.Namespace) -> int:
         for e in sorted(exercises, key=lambda e: (e.chapter, e.id))
     ]
     print(_table(["id", "chapter", "title", "parts", "points", "minutes", "difficulty"], rows))
+    print()
+    print("get one:   tfcourse get ID            (writes ID.ipynb into this folder; open it in Jupyter)")
+    print("check it:  tfcourse check ID.ipynb    (runs its visible tests; the grader also runs hidden ones)")
+    return 0
+
+
+def _backup_name(path: Path) -> Path:
+    """The first free ``<stem>-backup-N.ipynb`` next to ``path``."""
+    n = 1
+    while (backup := path.with_name(f"{path.stem}-backup-{n}{path.suffix}")).exists():
+        n += 1
+    return backup
+
+
+def _get(args: argparse.Namespace) -> int:
+    try:
+        from tfcourse.grading.catalogue import CatalogueError, load_catalogue, student_notebook
+    except ModuleNotFoundError as error:
+        print(f"tfcourse get: {error}; install the learner's tools: pip install 'tfcourse[exercises]'", file=sys.stderr)
+        return 2
+    try:
+        exercises = load_catalogue(validate=False)
+    except (CatalogueError, OSError) as error:
+        print(f"tfcourse get: {error}", file=sys.stderr)
+        return 2
+    exercise = next((e for e in exercises if e.id == args.id), None)
+    if exercise is None:
+        known = "\n  ".join(f"{e.id:24} {e.title}" for e in sorted(exercises, key=lambda e: (e.chapter, e.id)))
+        print(f"tfcourse get: no exercise {args.id!r}; the exercises are:\n  {known}", file=sys.stderr)
+        return 2
+    released = student_notebook(exercise.id)
+    if not released.is_file():
+        print(f"tfcourse get: the student notebook of {exercise.id} is missing ({released})", file=sys.stderr)
+        return 2
+    folder = Path(args.dir) if args.dir is not None else Path.cwd()
+    target = folder / released.name
+    content = released.read_bytes()
+    folder.mkdir(parents=True, exist_ok=True)
+    backup = None
+    if args.force and target.exists():
+        backup = _backup_name(target)
+        target.rename(backup)  # even with --force, what the learner wrote is kept
+    try:
+        with open(target, "xb") as out:  # "x": never overwrites, even a file that appeared meanwhile
+            out.write(content)
+    except FileExistsError:
+        print(
+            f"tfcourse get: {target} already exists and was left as it is, so nothing you wrote is lost. To start "
+            f"afresh, run `tfcourse get {exercise.id} --force` (your file is then kept as "
+            f"{_backup_name(target).name}), or get a copy elsewhere with --dir.",
+            file=sys.stderr,
+        )
+        return 2
+    where = target if args.dir is not None else target.name
+    print(f"wrote {where}: {exercise.title} ({len(exercise.parts)} parts, {exercise.points:g} points)")
+    if backup is not None:
+        print(f"your previous file is kept as {backup.name}")
+    print(f"open it:   jupyter lab {where}")
+    print(f"check it:  tfcourse check {where}")
     return 0
 
 
@@ -159,6 +219,16 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("exercises", help="list the exercise catalogue")
     listing.add_argument("--catalogue", type=Path, default=None, help="catalogue file (default: the bank's)")
     listing.set_defaults(run=_exercises)
+
+    get = commands.add_parser("get", help="write an exercise's student notebook into the current folder")
+    get.add_argument("id", help="exercise id, e.g. ch04-masks (tfcourse exercises lists them)")
+    get.add_argument("--dir", type=Path, default=None, help="the folder to write into (default: the current one)")
+    get.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing ID.ipynb with a fresh copy (the old file is kept as ID-backup-N.ipynb)",
+    )
+    get.set_defaults(run=_get)
 
     course = commands.add_parser("course", help="manage a course folder").add_subparsers(dest="action", required=True)
     init = course.add_parser("init", help="create an nbgrader course folder suited to PyTorch notebooks")

@@ -24,6 +24,8 @@ __all__ = [
     "find",
     "graded_parts",
     "load_catalogue",
+    "packaged_bank",
+    "student_notebook",
 ]
 
 DIFFICULTIES = ("introductory", "intermediate", "advanced")
@@ -64,9 +66,24 @@ class Exercise:
 
 
 def bank_dir() -> Path:
-    """The exercise bank: ``$TFCOURSE_EXERCISES`` if set, else ``exercises/`` next to the package."""
+    """The exercise bank: ``$TFCOURSE_EXERCISES`` if set, else ``exercises/`` next to the package (a checkout),
+    else the learner's copy inside an installed wheel (:func:`packaged_bank`)."""
     env = os.environ.get("TFCOURSE_EXERCISES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "exercises"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "exercises"
+    packaged = packaged_bank()
+    return packaged if not (checkout / "catalogue.yml").is_file() and packaged.is_dir() else checkout
+
+
+def packaged_bank() -> Path:
+    """``tfcourse/_data/exercises``: the student notebooks and their catalogue, put into the wheel by setup.py."""
+    return Path(__file__).resolve().parents[1] / "_data" / "exercises"
+
+
+def student_notebook(exercise_id: str, bank: Path | None = None) -> Path:
+    """The learner's copy of an exercise (no solutions, no hidden tests): ``student/<id>.ipynb`` in the bank."""
+    return (bank if bank is not None else bank_dir()) / "student" / f"{exercise_id}.ipynb"
 
 
 def graded_parts(nb: nbformat.NotebookNode) -> list[Part]:

@@ -66,11 +66,15 @@ class LearnerProcess:
         self.timeout = float(timeout)
         self.process: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
+        self._ready = False
         self.log: list[str] = []
         self._log_size = 0
 
     # -- life cycle -------------------------------------------------------------------------------------
-    def start(self) -> LearnerProcess:
+    def launch(self) -> LearnerProcess:
+        """Start the process without waiting for it: it imports torch while the caller does other work."""
+        if self.process is not None:
+            return self
         req_r, req_w = os.pipe()
         ans_r, ans_w = os.pipe()
         argv, env, limits = command(self.isolation, req_r, ans_w)
@@ -96,6 +100,11 @@ class LearnerProcess:
         self._answers_fd = ans_r
         self._answers = os.fdopen(ans_r, "rb", buffering=0)
         threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def start(self) -> LearnerProcess:
+        """Launch (if not yet) and lock the process with :attr:`forbidden`; it is then ready for cells."""
+        self.launch()
         hello = self._ask(
             {"op": "hello", "forbidden": self.forbidden, "timeout": self.timeout, "reap": not self.isolation.unsafe},
             startup=True,
@@ -103,6 +112,7 @@ class LearnerProcess:
         if not hello.get("ok"):
             self.close()
             raise LearnerCrashed(f"the sandbox could not start: {_describe_error(hello.get('error'))}")
+        self._ready = True
         return self
 
     def _drain(self) -> None:
@@ -143,12 +153,13 @@ class LearnerProcess:
         if self.process.stdout:
             self.process.stdout.close()
         self.process = None
+        self._ready = False
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
 
     def __enter__(self) -> LearnerProcess:
-        return self.start() if self.process is None else self
+        return self.start() if not self._ready else self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

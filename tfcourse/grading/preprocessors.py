@@ -14,7 +14,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from traitlets import Bool, Integer
 
-__all__ = ["KERNEL_DIED", "NOT_RUN", "RESULTS", "UNRESPONSIVE", "GradeInSandbox", "HideHiddenTests"]
+__all__ = ["KERNEL_DIED", "LAUNCHED", "NOT_RUN", "RESULTS", "UNRESPONSIVE", "GradeInSandbox", "HideHiddenTests"]
 
 KERNEL_DIED = "KernelDied"
 UNRESPONSIVE = "KernelUnresponsive"
@@ -40,7 +40,6 @@ class GradeInSandbox(NbGraderPreprocessor):
 
         from tfcourse.grading.course import course_secret
         from tfcourse.grading.runner import read_notebook, restore_locked_cells
-        from tfcourse.grading.sandbox import Isolation
         from tfcourse.grading.scoring import Seeds, score_notebook
 
         info = resources["nbgrader"]
@@ -52,16 +51,24 @@ class GradeInSandbox(NbGraderPreprocessor):
         result = score_notebook(
             nb,
             source,
-            isolation=Isolation(memory_mb=self.memory_mb, unsafe=self.unsafe),
+            isolation=self.isolation(),
             timeout=self.timeout,
             seeds=Seeds(course_secret(coursedir.root), student, assignment, notebook),
+            launched=LAUNCHED.pop((student, assignment, notebook), None),
         )
         RESULTS[(student, assignment, notebook)] = result
         return result.notebook, resources
 
+    def isolation(self):
+        from tfcourse.grading.sandbox import Isolation
+
+        return Isolation(memory_mb=self.memory_mb, unsafe=self.unsafe)
+
 
 RESULTS: dict[tuple[str, str, str], object] = {}
 """``{(student, assignment, notebook): RunResult}`` of this process's autograde runs (read by the worker)."""
+LAUNCHED: dict[tuple[str, str, str], object] = {}
+"""Learner processes the worker launched before autograde, so that their imports overlap nbgrader's work."""
 
 
 class HideHiddenTests(ClearHiddenTests):

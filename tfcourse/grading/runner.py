@@ -44,8 +44,12 @@ def run_notebook(
     *,
     source: NotebookNode | None = None,
     isolation: Isolation | None = None,
+    launched=None,
 ) -> RunResult:
-    """Execute ``nb`` and score its test cells (those of ``source`` when given, restored into ``nb`` first)."""
+    """Execute ``nb`` and score its test cells (those of ``source`` when given, restored into ``nb`` first).
+
+    ``launched`` is a :class:`~tfcourse.grading.learner.LearnerProcess` launched early with the same isolation.
+    """
     nb = copy.deepcopy(nb)
     if source is not None:
         restore_locked_cells(nb, source)
@@ -54,6 +58,7 @@ def run_notebook(
         source if source is not None else nb,
         isolation=isolation or default_isolation(limits),
         timeout=limits.timeout,
+        launched=launched,
     )
 
 

@@ -218,16 +218,24 @@ def _learner_error_output(error: dict) -> NotebookNode:
 class _Session:
     """The sandbox of one notebook, restarted (and its cells replayed) when it dies."""
 
-    def __init__(self, isolation: Isolation, forbidden: list[str], timeout: float) -> None:
+    def __init__(
+        self, isolation: Isolation, forbidden: list[str], timeout: float, launched: LearnerProcess | None = None
+    ) -> None:
         self.isolation, self.forbidden, self.timeout = isolation, forbidden, timeout
         self.process: LearnerProcess | None = None
+        self.launched = launched if launched is not None and launched.isolation == isolation else None
+        if launched is not None and self.launched is None:
+            launched.close()
         self.history: list[tuple[int, str]] = []
 
     def ensure(self) -> LearnerProcess:
         if self.process is None or not self.process.alive():
             if self.process is not None:
                 self.process.close()
-            self.process = LearnerProcess(self.isolation, forbidden=self.forbidden, timeout=self.timeout).start()
+            fresh, self.launched = self.launched, None
+            fresh = fresh or LearnerProcess(self.isolation)
+            fresh.forbidden, fresh.timeout = sorted(set(self.forbidden)), float(self.timeout)
+            self.process = fresh.start()
             for index, source in self.history:  # state as it was, outputs not kept again
                 self.process.run_cell(index, source)
         return self.process
@@ -242,9 +250,10 @@ class _Session:
             self.history.pop()
 
     def close(self) -> None:
-        if self.process is not None:
-            self.process.close()
-            self.process = None
+        for process in (self.process, self.launched):
+            if process is not None:
+                process.close()
+        self.process = self.launched = None
 
 
 def _seed_stream(seed: int) -> Iterator[int]:
@@ -283,6 +292,7 @@ def score_notebook(
     isolation: Isolation,
     timeout: float = 60,
     seeds: Seeds | None = None,
+    launched: LearnerProcess | None = None,
 ) -> RunResult:
     """Run ``nb`` the trusted way and score every test cell; see the module docstring.
 
@@ -293,6 +303,8 @@ def score_notebook(
         isolation: the sandbox's limits (``unsafe=True``: a plain separate process).
         timeout: seconds one cell may run, and one test cell's calls together.
         seeds: deterministic seeds (grading); None draws fresh inputs.
+        launched: a process already launched with the same ``isolation`` (its imports overlap the caller's
+            work); it is used for this notebook only, and closed.
 
     Returns:
         The scored copy of ``nb`` with outputs, every part's result, and errors raised outside test cells.
@@ -304,7 +316,7 @@ def score_notebook(
             with contextlib.redirect_stdout(io.StringIO()):
                 exec(compile(cell.source, "<setup>", "exec"), trusted)
     names = [n for n in answer_names(source) if n not in trusted]  # an answer never shadows the grader's names
-    session = _Session(isolation, forbidden_paths(source, trusted), timeout)
+    session = _Session(isolation, forbidden_paths(source, trusted), timeout, launched)
     parts: list[PartResult] = []
     other_errors: list[str] = []
     stopped: str | None = None

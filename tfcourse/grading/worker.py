@@ -1,9 +1,10 @@
 """Grade one student's submission of an assignment (run by :mod:`~tfcourse.grading.grade` in a worker process).
 
 Each notebook is autograded on its own through nbgrader's API, so a notebook that nbgrader cannot process
-(not valid JSON, say) costs only that notebook's points. Gradebook writes are retried while SQLite reports
-"database is locked". Whatever happens, every part of every notebook of the assignment ends with a score in
-the gradebook and a stated reason.
+(not valid JSON, say) costs only that notebook's points. Gradebook writes are retried while the database
+reports lock contention (SQLite's "database is locked", PostgreSQL's serialization failures and deadlocks:
+:func:`~tfcourse.grading.course.is_locked_error`). Whatever happens, every part of every notebook of the
+assignment ends with a score in the gradebook and a stated reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import nbformat
 from tfcourse.grading.catalogue import Part, graded_parts
 from tfcourse.grading.course import is_locked_error, load_config, make_api, retry_locked
 from tfcourse.grading.intake import INTAKE, take_in
-from tfcourse.grading.preprocessors import RESULTS
+from tfcourse.grading.learner import LearnerProcess
+from tfcourse.grading.preprocessors import LAUNCHED, RESULTS, GradeInSandbox
 from tfcourse.grading.reasons import shorten
 from tfcourse.grading.runner import read_notebook
 from tfcourse.grading.sandbox import SandboxUnavailable, sandbox_problem
@@ -291,7 +293,14 @@ def grade_student(root: str, name: str, student: str, feedback: bool = True, uns
             continue
         api.coursedir.notebook_id = notebook
         RESULTS.pop((student, name, notebook), None)
-        result = _run_nbgrader(lambda: api.autograde(name, student, force=True, create=True), "autograde")
+        key = (student, name, notebook)
+        LAUNCHED[key] = LearnerProcess(GradeInSandbox(config=api.config).isolation()).launch()
+        try:
+            result = _run_nbgrader(lambda: api.autograde(name, student, force=True, create=True), "autograde")
+        finally:
+            unused = LAUNCHED.pop(key, None)
+            if unused is not None:
+                unused.close()
         scored = RESULTS.pop((student, name, notebook), None)
         if not result.get("success") or scored is None:
             notes[notebook] = f"nbgrader could not grade this notebook: {_failure(result)}"
