@@ -22,6 +22,7 @@ test: $(STAMP)  ## Lint, then run the whole test suite (the book build and a bro
 	$(BIN)/ruff format --check .
 	tools/setup_browser.sh
 	tools/setup_sandbox.sh
+	tools/setup_postgres.sh
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)  ## Run every benchmark script and print one table of ratios (not part of the test suite).

@@ -8,6 +8,10 @@ scored by its own outputs; one process, one notebook after another) and once wit
 grader; it also writes the CSV, and plain autograde makes no feedback either), checks that both give the
 same scores, and prints notebooks per minute. Writes ``benchmarks/results/grading-cpu.json``. Goal from the
 issue tracker: speed-up ≥ 1.7 on 2 cores with the sandbox.
+
+``--postgres URL`` (an empty PostgreSQL database, e.g. from ``tools/postgres_server.sh start``) adds a third
+measurement: the same submissions graded the same way in a second course whose gradebook is that database
+(``tfcourse course init --db URL``), reported as its throughput relative to the SQLite gradebook's in this run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -72,6 +77,30 @@ def _scores(course: Path) -> dict[str, float]:
         return {s.student.id: s.score for s in gb.assignment_submissions(NAME)}
 
 
+def _course(course: Path, count: int, db: str | None = None) -> None:
+    """A course with the benchmark's assignment (not validated) and ``count`` submissions."""
+    tfcourse = str(Path(sys.executable).parent / "tfcourse")
+    init = [tfcourse, "course", "init", str(course)]
+    if db is not None:  # a course id of its own, so that runs on one database do not meet
+        init += ["--db", db, "--course-id", f"bench-{uuid.uuid4().hex[:8]}"]
+    subprocess.run(init, check=True, capture_output=True)
+    subprocess.run(
+        [tfcourse, "assign", str(course), NAME, "--exercises", EXERCISE, "--no-validate"],
+        check=True,
+        capture_output=True,
+    )
+    _submissions(course, count)
+
+
+def _grade(course: Path, workers: int) -> float:
+    """Seconds that ``tfcourse grade --workers N --no-feedback`` takes on ``course``."""
+    tfcourse = str(Path(sys.executable).parent / "tfcourse")
+    started = time.perf_counter()
+    command = [tfcourse, "grade", str(course), NAME, "--workers", str(workers), "--quiet", "--no-feedback"]
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
 def _reset(course: Path) -> None:
     shutil.rmtree(course / "autograded", ignore_errors=True)
     shutil.rmtree(course / "feedback", ignore_errors=True)
@@ -83,21 +112,22 @@ def main() -> None:
     parser.add_argument("--submissions", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        metavar="URL",
+        help="also grade with the gradebook in this (empty) PostgreSQL database, e.g. from "
+        "tools/postgres_server.sh start",
+    )
     args = parser.parse_args()
     count = args.submissions or (8 if args.quick else 40)
     env = environment("cpu")
     print(" | ".join(f"{k}: {v}" for k, v in env.items() if v))
-    bin_dir = Path(sys.executable).parent
-    tfcourse, nbgrader = str(bin_dir / "tfcourse"), str(bin_dir / "nbgrader")
+    nbgrader = str(Path(sys.executable).parent / "nbgrader")
+    postgres, postgres_scores = None, None
     with tempfile.TemporaryDirectory() as scratch:
         course = Path(scratch) / "course"
-        subprocess.run([tfcourse, "course", "init", str(course)], check=True, capture_output=True)
-        subprocess.run(
-            [tfcourse, "assign", str(course), NAME, "--exercises", EXERCISE, "--no-validate"],
-            check=True,
-            capture_output=True,
-        )
-        _submissions(course, count)
+        _course(course, count)
 
         config = course / "nbgrader_config.py"
         ours = config.read_text()
@@ -109,13 +139,17 @@ def main() -> None:
         config.write_text(ours)
         _reset(course)
 
-        started = time.perf_counter()
-        command = [tfcourse, "grade", str(course), NAME, "--workers", str(args.workers), "--quiet", "--no-feedback"]
-        subprocess.run(command, check=True, capture_output=True)
-        parallel = time.perf_counter() - started
+        parallel = _grade(course, args.workers)
         parallel_scores = _scores(course)
 
+        if args.postgres:
+            on_server = Path(scratch) / "course-postgres"
+            _course(on_server, count, args.postgres)
+            postgres = _grade(on_server, args.workers)
+            postgres_scores = _scores(on_server)
+
     same = serial_scores == parallel_scores and len(serial_scores) == count
+    same = same and (postgres_scores is None or postgres_scores == parallel_scores)
     rows = [
         {"what": "nbgrader autograde (serial)", "seconds": serial, "per_minute": 60 * count / serial},
         {
@@ -124,6 +158,9 @@ def main() -> None:
             "per_minute": 60 * count / parallel,
         },
     ]
+    if postgres is not None:
+        what = f"tfcourse grade --workers {args.workers}, PostgreSQL gradebook"
+        rows.append({"what": what, "seconds": postgres, "per_minute": 60 * count / postgres})
     for row in rows:
         print(f"{row['what']:<48} {count} notebooks  {row['seconds']:7.1f} s  {row['per_minute']:6.1f} notebooks/min")
     ratio = serial / parallel
@@ -136,6 +173,9 @@ def main() -> None:
         "ratio": ratio,
         "same_scores": same,
     }
+    if postgres is not None:
+        result["postgres_vs_sqlite"] = parallel / postgres  # throughput ratio: above 1, PostgreSQL is faster
+        print(f"PostgreSQL gradebook: {parallel / postgres:.2f} x the SQLite gradebook's throughput")
     path = save("grading-cpu", result, args.out)
     print(f"wrote {path}")
     if not same:

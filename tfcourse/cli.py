@@ -105,8 +105,15 @@ def _course_init(args: argparse.Namespace) -> int:
     from tfcourse.grading.settings import Limits
 
     limits = Limits(timeout=args.timeout, memory_mb=args.memory_mb, max_output_lines=args.max_output_lines)
-    config = init_course(args.dir, course_id=args.course_id, limits=limits, force=args.force)
+    config = init_course(args.dir, course_id=args.course_id, limits=limits, force=args.force, db_url=args.db)
     print(f"created {config}")
+    if args.db is not None:
+        from sqlalchemy.engine import make_url
+
+        from tfcourse.grading.course import load_config
+
+        url = load_config(args.dir).CourseDirectory.db_url
+        print(f"gradebook: {make_url(url).render_as_string() if make_url(url).password else url}")
     print(f"limits: {limits.timeout} s per cell, {limits.memory_mb} MiB per kernel, {limits.max_output_lines} lines")
     return 0
 
@@ -238,6 +245,13 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="kernel address-space limit")
     init.add_argument("--max-output-lines", type=int, default=defaults.max_output_lines)
     init.add_argument("--force", action="store_true", help="overwrite an existing nbgrader_config.py")
+    init.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="the gradebook's database URL, e.g. postgresql://grader@dbhost/course (default: SQLite, "
+        "gradebook.db in DIR); the schema is created on first use",
+    )
     init.set_defaults(run=_course_init)
 
     assign = commands.add_parser("assign", help="compose, release and validate a problem set from the bank")

@@ -8,7 +8,8 @@ import random
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +21,7 @@ from tfcourse.grading.settings import (
     CODE_STUB,
     CONFIG_TEMPLATE,
     FEEDBACK_PREPROCESSORS,
+    SQLITE_DB_URL,
     WARNING_PATTERN,
     Limits,
     kernel_arguments,
@@ -27,6 +29,7 @@ from tfcourse.grading.settings import (
 
 __all__ = [
     "CONFIG_NAME",
+    "check_db_url",
     "course_secret",
     "init_course",
     "is_locked_error",
@@ -41,7 +44,12 @@ T = TypeVar("T")
 
 
 def init_course(
-    root: Path | str, *, course_id: str = "tfcourse", limits: Limits | None = None, force: bool = False
+    root: Path | str,
+    *,
+    course_id: str = "tfcourse",
+    limits: Limits | None = None,
+    force: bool = False,
+    db_url: str | None = None,
 ) -> Path:
     """Create an nbgrader course directory with ``nbgrader_config.py`` suited to PyTorch notebooks.
 
@@ -54,14 +62,18 @@ def init_course(
         limits: per-cell timeout, kernel memory limit and output limits written into the config
             (default :class:`~tfcourse.grading.settings.Limits`).
         force: overwrite an existing ``nbgrader_config.py``.
+        db_url: the gradebook's SQLAlchemy URL, e.g. ``postgresql://grader@db.example.org/course`` (checked
+            by :func:`check_db_url`, not connected to); None: SQLite, ``gradebook.db`` in the course folder.
 
     Returns:
         The path of the configuration file.
 
     Raises:
         FileExistsError: if the configuration exists and ``force`` is False.
+        ValueError: for a ``db_url`` that is not a usable database URL.
     """
     limits = limits or Limits()
+    db_source = SQLITE_DB_URL if db_url is None else repr(check_db_url(db_url))
     root = Path(root).resolve()
     config = root / CONFIG_NAME
     if config.exists() and not force:
@@ -71,6 +83,7 @@ def init_course(
     config.write_text(
         CONFIG_TEMPLATE.format(
             course_id=course_id,
+            db_url=db_source,
             timeout=limits.timeout,
             startup_timeout=limits.startup_timeout,
             kernel_arguments=kernel_arguments(limits.memory_mb),
@@ -86,6 +99,36 @@ def init_course(
     )
     course_secret(root)
     return config
+
+
+def check_db_url(url: str) -> str:
+    """``url`` as the course's configuration holds it, once SQLAlchemy can use it and its driver is installed.
+
+    A bare ``postgresql://`` gets the driver the ``grading`` extra installs, ``postgresql+psycopg2://``
+    (SQLAlchemy 2.1 would otherwise pick psycopg 3); a URL that names its driver is kept as it is.
+
+    Raises:
+        ValueError: naming ``--db``, for a malformed URL, an unknown database or a missing driver.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise ValueError(
+            f"--db: {url!r} is not a database URL (e.g. postgresql://user@host/database): {error}"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise ValueError(
+            f"--db: no driver for {parsed.drivername} ({error}); for PostgreSQL: pip install 'tfcourse[grading]'"
+        ) from None
+    return url
 
 
 SECRET = Path(".tfcourse") / "secret"
@@ -163,17 +206,43 @@ def db_file(root: Path | str) -> Path:
     return Path(str(url).removeprefix("sqlite:///").split("?", 1)[0])
 
 
+@contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, a session-level advisory lock, so that one process at a time creates the schema.
+
+    nbgrader creates missing tables (and PostgreSQL enum types) on opening a gradebook; two processes doing
+    so at once on an empty database collide. Other databases need nothing (SQLite locks the file).
+    """
+    if not str(url).startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(7312590416)"))  # any fixed key: tfcourse's
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(7312590416)"))
+    finally:
+        engine.dispose()
+
+
 def prepare_gradebook(root: Path | str) -> None:
-    """Create the gradebook if needed and switch SQLite to write-ahead logging.
+    """Create the gradebook (on a server: its schema) if needed and switch SQLite to write-ahead logging.
 
     In WAL mode readers never block the writer and the writer never blocks readers, so parallel graders only
-    wait for each other's short writes (and the ``timeout`` in the URL makes them wait rather than fail).
+    wait for each other's short writes (and the ``timeout`` in the URL makes them wait rather than fail). A
+    server such as PostgreSQL needs no tuning: each grader's writes are short transactions on its own rows.
     """
     from nbgrader.api import Gradebook
 
     config = load_config(root)
-    with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id):
-        pass
+    url, course_id = config.CourseDirectory.db_url, config.CourseDirectory.course_id
+    with _schema_lock(url):
+        retry_locked(lambda: Gradebook(url, course_id).close(), what="creating the gradebook")
     try:
         path = db_file(root)
     except ValueError:
@@ -182,13 +251,25 @@ def prepare_gradebook(root: Path | str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+TRANSIENT_ERRORS = (
+    "database is locked",  # SQLite: another writer holds the lock
+    "database table is locked",
+    "could not serialize access",  # PostgreSQL 40001: serialization failure
+    "deadlock detected",  # PostgreSQL 40P01: the server aborted one of two deadlocked transactions
+    "could not obtain lock",  # PostgreSQL 55P03: lock not available (NOWAIT, lock_timeout)
+)
+"""Messages of lock contention that a retry resolves (the failed transaction was rolled back)."""
+
+
 def is_locked_error(text: str) -> bool:
-    """Whether an error message is SQLite's lock contention (worth retrying)."""
-    return "database is locked" in text or "database table is locked" in text
+    """Whether an error message is lock contention worth retrying: SQLite's lock, PostgreSQL's serialization
+    failures and deadlocks (:data:`TRANSIENT_ERRORS`)."""
+    return any(message in text for message in TRANSIENT_ERRORS)
 
 
 def retry_locked(action: Callable[[], T], *, attempts: int = 8, what: str = "gradebook write") -> T:
-    """Run ``action``, retrying with random back-off while SQLite reports "database is locked"."""
+    """Run ``action``, retrying with random back-off while the gradebook reports lock contention
+    (:func:`is_locked_error`); ``action`` opens its own session, so each attempt starts afresh."""
     for attempt in range(1, attempts + 1):
         try:
             return action()

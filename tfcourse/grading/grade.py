@@ -13,7 +13,8 @@ one row per student and part::
 submission folder, and a submission without one counts as on time, as its reason says). A late notebook
 loses ``late_days × late_penalty`` of its maximum, capped at its score; every graded part of the notebook
 loses the same share of its own score. The CSV is replaced atomically (written to a temporary file, then
-renamed), so an interrupted run leaves the previous CSV whole.
+renamed), so an interrupted run leaves the previous CSV whole; runs at once on different students (each
+with ``--students``) merge their rows one after the other, under a lock (``.tfcourse/grades-NAME.lock``).
 
 Each worker's own output (nbgrader's log, kernel messages) goes to ``logs/grade-NAME/<student>.log``. A
 student whose grading fails as a whole (the worker crashed or ran past its deadline) still gets a row for
@@ -139,6 +140,24 @@ def _atomic(path: Path, newline: str | None = None) -> Iterator[TextIO]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _csv_lock(root: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``.tfcourse/grades-NAME.lock`` (none where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    path = root / ".tfcourse" / f"grades-{name}.lock"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
@@ -482,6 +501,12 @@ def grade(
                 for p in parts
             ]
     new = [row for student in chosen for row in _late(root, name, student, raw[student], rule)]
-    rows = merge_rows(previous, new, chosen)
-    write_csv(csv_path, rows)
+    with _csv_lock(root, name):
+        if only is not None and csv_path.exists():  # read again: another run may have written it meanwhile
+            try:
+                previous = list(read_csv(csv_path))
+            except ValueError:
+                pass  # spoilt since the start: keep the rows read then
+        rows = merge_rows(previous, new, chosen)
+        write_csv(csv_path, rows)
     return Grades(rows, graded=[s for s in chosen if s not in skipped], skipped=skipped)

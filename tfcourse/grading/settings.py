@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AUTOGRADE_PREPROCESSORS", "CODE_STUB", "CONFIG_TEMPLATE", "WARNING_PATTERN", "Limits", "kernel_arguments"]
+__all__ = [
+    "AUTOGRADE_PREPROCESSORS",
+    "CODE_STUB",
+    "CONFIG_TEMPLATE",
+    "SQLITE_DB_URL",
+    "WARNING_PATTERN",
+    "Limits",
+    "kernel_arguments",
+]
 
 AUTOGRADE_PREPROCESSORS = [
     "tfcourse.grading.preprocessors.GradeInSandbox",
@@ -33,6 +41,10 @@ runnable top to bottom: a stub function returns None, and the checks say so."""
 WARNING_PATTERN = r"(?i)warn"
 """stderr outputs matching this are dropped before scoring: nbgrader counts any stderr in a test cell as a
 failure, and a warning printed by correct code must never cost points."""
+
+
+SQLITE_DB_URL = '"sqlite:///" + os.path.join(HERE, "gradebook.db") + "?timeout=60"'
+"""The default ``db_url`` of :data:`CONFIG_TEMPLATE`, as Python source: ``gradebook.db`` in the course folder."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 c.CourseDirectory.root = HERE
 c.CourseDirectory.course_id = {course_id!r}
-# The gradebook is SQLite in this folder; timeout= makes a writer wait for the lock instead of failing at once
-# when several graders write together (`tfcourse grade` also retries, and switches the file to WAL mode).
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(HERE, "gradebook.db") + "?timeout=60"
+# The gradebook: SQLite in this folder by default, where timeout= makes a writer wait for the lock instead of
+# failing at once when several graders write together (`tfcourse grade` also retries, and switches the file to
+# WAL mode); or a database server named by `tfcourse course init --db URL`, e.g. PostgreSQL.
+c.CourseDirectory.db_url = {db_url}
 
 # Executing submissions: a per-cell timeout (then the kernel is interrupted), a start-up timeout, and an
 # address-space limit on the kernel so that a huge allocation fails inside the notebook.
