@@ -2,8 +2,8 @@
 
 ``{exercise} ch04-masks`` renders the exercise's title, points and estimated time from
 ``exercises/catalogue.yml`` with links that open the learner's copy (``exercises/student/<id>.ipynb``)
-in Colab or Binder, or show it on GitHub. The links are built from the repository address set once in
-``_config.yml``. An unknown id or a missing student notebook is a build error.
+in Colab or Binder, or show it on GitHub. The links are made by :func:`launch_links.launch_urls` from the
+repository address set once in ``_config.yml``. An unknown id or a missing student notebook is a build error.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 from docutils import nodes
+from launch_links import launch_urls  # _ext/ is on sys.path: Jupyter Book puts local_extensions' folder there
 from sphinx.errors import ExtensionError
 from sphinx.util.docutils import SphinxDirective
 
@@ -32,15 +33,7 @@ class ExerciseDirective(SphinxDirective):
         if not (root / path).is_file():
             raise ExtensionError(f"{path} is missing; run `python exercises/build.py`")
         entry = entries[exercise_id]
-        options = self.config.html_theme_options
-        repository = options["repository_url"].rstrip("/")
-        branch = options.get("repository_branch", "main")
-        owner_repo = repository.removeprefix("https://github.com/")
-        links = {
-            "Colab": f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{path}",
-            "Binder": f"https://mybinder.org/v2/gh/{owner_repo}/{branch}?labpath={path}",
-            "GitHub": f"{repository}/blob/{branch}/{path}",
-        }
+        links = launch_urls(self.config.html_theme_options, path)
         paragraph = nodes.paragraph()
         paragraph += nodes.strong(text=f"Graded exercise: {entry['title']}")
         paragraph += nodes.Text(f" ({entry['points']} points, about {entry['minutes']} minutes). Open it in ")

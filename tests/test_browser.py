@@ -5,20 +5,30 @@ console stays free of errors. The search page must find a known term. A screensh
 under ``_build/screenshots`` as a test artifact. The pages are served from 127.0.0.1; MathJax, which the
 book loads from a CDN, is served from a local copy (installed by ``tools/setup_browser.sh``) and every
 other outside request is refused, so a page that quietly depends on the network fails here.
+
+Every launch link of every page (Colab, Binder, and GitHub links into the repository) is followed without
+the network: its URL is mapped back to a path of this repository, which must be a file of the checkout that
+git would commit, and a notebook opened in Colab or Binder must start with the cell that installs tfcourse
+(``tools/build_notebooks.py``). Each notebook page links its generated notebook, each exercise block its
+learner's copy.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MATHJAX = ROOT / ".cache" / "browser" / "node_modules" / "mathjax" / "es5"
@@ -139,3 +149,119 @@ def test_search_finds_a_known_term(browser, site):
         assert not errors, errors
     finally:
         page.close()
+
+
+def _load_notebook_tool():
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NOTEBOOKS = _load_notebook_tool()
+
+
+@functools.cache
+def repository_files() -> frozenset[str]:
+    """Paths git would commit (tracked, or new and not ignored): what Colab, Binder and GitHub can see."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    )
+    if listed.returncode != 0:  # not a git checkout (an unpacked archive): every file counts
+        return frozenset(p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*") if p.is_file())
+    return frozenset(line for line in listed.stdout.splitlines() if (ROOT / line).is_file())
+
+
+def link_target(url: str) -> tuple[str, str] | None:
+    """``(service, repository path)`` that a launch link opens, or None for a link that is not one.
+
+    Made from ``_config.yml`` (repository, branch, Colab and BinderHub hosts) independently of the
+    book's extension, so a link to another repository or branch is reported, not mapped.
+    """
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repository = config["repository"]["url"].rstrip("/")
+    branch = config["repository"].get("branch", "main")
+    owner_repo = repository.removeprefix("https://github.com/")
+    colab = config["launch_buttons"]["colab_url"].rstrip("/")
+    binder = config["launch_buttons"]["binderhub_url"].rstrip("/")
+    parts = urlsplit(url)
+    if url.startswith(f"{colab}/"):
+        prefix = f"/github/{owner_repo}/blob/{branch}/"
+        if not parts.path.startswith(prefix):
+            raise ValueError(f"Colab link outside {owner_repo}@{branch}: {url}")
+        return "Colab", unquote(parts.path.removeprefix(prefix))
+    if url.startswith(f"{binder}/"):
+        if parts.path.rstrip("/") != f"/v2/gh/{owner_repo}/{branch}":
+            raise ValueError(f"Binder link outside {owner_repo}@{branch}: {url}")
+        query = parse_qs(parts.query)
+        if "labpath" in query:
+            return "Binder", query["labpath"][0]
+        if "urlpath" in query:
+            return "Binder", re.sub(r"^(lab/tree|tree|notebooks)/", "", query["urlpath"][0])
+        raise ValueError(f"Binder link that opens no file: {url}")
+    if url == repository or url.startswith(f"{repository}/"):
+        rest = parts.path.removeprefix(urlsplit(repository).path)
+        if rest in ("", "/"):
+            return "GitHub", ""  # the repository button: its front page
+        if rest.startswith("/issues"):
+            return None  # the issue button opens a form, not a file
+        match = re.fullmatch(rf"/(?:blob|tree)/{re.escape(branch)}/(.+)", rest)
+        if match is None:
+            raise ValueError(f"GitHub link that is not a file of {owner_repo}@{branch}: {url}")
+        return "GitHub", unquote(match.group(1))
+    return None
+
+
+def target_problems(service: str, path: str) -> list[str]:
+    """Why the file ``path`` (opened by ``service``) would not work; empty when it would."""
+    if path == "":
+        return []
+    if path not in repository_files():
+        return [f"{service}: {path} is not a file of the repository"]
+    if service in ("Colab", "Binder") and not path.endswith(".ipynb"):
+        return [f"{service}: {path} is not a notebook"]
+    if path.endswith(".ipynb"):
+        cells = json.loads((ROOT / path).read_text(encoding="utf-8"))["cells"]
+        first = "".join(cells[0]["source"]) if cells and cells[0]["cell_type"] == "code" else None
+        if first != NOTEBOOKS.install_cell_source():
+            return [f"{service}: {path} does not start with the install cell of tools/build_notebooks.py"]
+    return []
+
+
+def expected_launch_targets(page_name: str) -> dict[str, set[str]]:
+    """The files a page must open: its own generated notebook, and each exercise's learner copy."""
+    expected: dict[str, set[str]] = {"Colab": set(), "Binder": set(), "GitHub": set()}
+    if page_name in NOTEBOOKS.pages():
+        expected["Colab"].add(NOTEBOOKS.notebook_for(page_name))
+        expected["Binder"].add(NOTEBOOKS.notebook_for(page_name))
+    source = ROOT / f"{page_name}.md"
+    text = source.read_text(encoding="utf-8") if source.is_file() else ""
+    for exercise in re.findall(r"^```\{exercise\}\s+(\S+)", text, re.M):
+        for opened in expected.values():
+            opened.add(f"exercises/student/{exercise}.ipynb")
+    return expected
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page_name", toc_pages())
+def test_every_launch_link_opens_a_notebook_of_the_repository(browser, site, page_name):
+    base, _ = site
+    page, _ = open_page(browser, base, f"{page_name}.html")
+    try:
+        urls = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+    finally:
+        page.close()
+    problems: list[str] = []
+    opened: dict[str, set[str]] = {"Colab": set(), "Binder": set(), "GitHub": set()}
+    for url in sorted(set(urls)):
+        try:
+            target = link_target(url)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if target is not None:
+            opened[target[0]].add(target[1])
+            problems += target_problems(*target)
+    for service, paths in expected_launch_targets(page_name).items():
+        problems += [f"no {service} link opens {path}" for path in sorted(paths - opened[service])]
+    assert not problems, "\n".join(problems)
