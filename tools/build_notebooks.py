@@ -23,49 +23,8 @@ sys.path.insert(0, str(ROOT / "_ext"))
 
 from launch_links import NOTEBOOK_DIR, notebook_for  # noqa: E402  (the book's extension decides the paths)
 
-INSTALL_CELL_ID = "install-tfcourse"
-
-
-def repository(root: Path = ROOT) -> tuple[str, str]:
-    """The repository address and branch, from ``_config.yml`` (the one place they are set)."""
-    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))["repository"]
-    return config["url"].rstrip("/"), config.get("branch") or "main"
-
-
-def install_cell_source(root: Path = ROOT) -> str:
-    """The first cell of every notebook the book links to: install ``tfcourse`` only when it is missing.
-
-    It is plain Python (no ``%pip`` magic), so it also runs where cells are executed without IPython, such
-    as the grading sandbox. pip leaves an installed torch alone when it satisfies tfcourse's requirement.
-    """
-    url, branch = repository(root)
-    requirement = f"tfcourse @ git+{url}@{branch}"
-    return "\n".join(
-        [
-            "# Installs the course library when it is missing (Colab); does nothing where it is installed",
-            "# (Binder, a clone of the repository). pip keeps the torch that is there if tfcourse accepts it.",
-            "try:",
-            "    import tfcourse",
-            "except ImportError:",
-            "    import importlib",
-            "    import subprocess",
-            "    import sys",
-            "",
-            "    subprocess.run(",
-            f'        [sys.executable, "-m", "pip", "install", "--quiet", "{requirement}"],',
-            "        check=True,",
-            "    )",
-            "    importlib.invalidate_caches()",
-            "    import tfcourse",
-        ]
-    )
-
-
-def install_cell(root: Path = ROOT) -> nbformat.NotebookNode:
-    """:func:`install_cell_source` as a code cell with a fixed id."""
-    cell = nbformat.v4.new_code_cell(install_cell_source(root))
-    cell.id = INSTALL_CELL_ID
-    return cell
+# The install cell is the library's (the exercises' learner copies start with it too).
+from tfcourse.grading.authoring import INSTALL_CELL_ID, install_cell, install_cell_source, repository  # noqa: E402, F401
 
 
 def _toc_files(entry: dict) -> list[str]:

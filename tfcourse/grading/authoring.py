@@ -167,12 +167,61 @@ def notebook_text(source: Path | str) -> str:
     return nbformat.writes(build(source)) + "\n"
 
 
+INSTALL_CELL_ID = "install-tfcourse"
+_REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repository(root: Path = _REPOSITORY_ROOT) -> tuple[str, str]:
+    """The repository address and branch, from the book's ``_config.yml`` (the one place they are set)."""
+    import yaml
+
+    config = yaml.safe_load((Path(root) / "_config.yml").read_text(encoding="utf-8"))["repository"]
+    return config["url"].rstrip("/"), config.get("branch") or "main"
+
+
+def install_cell_source(root: Path = _REPOSITORY_ROOT) -> str:
+    """The first cell of every notebook the book links to: install ``tfcourse`` only when it is missing.
+
+    It is plain Python (no ``%pip`` magic), so it also runs where cells are executed without IPython, such
+    as the grading sandbox (where ``import tfcourse`` succeeds, so nothing is installed). pip leaves an
+    installed torch alone when it satisfies tfcourse's requirement.
+    """
+    url, branch = repository(root)
+    requirement = f"tfcourse @ git+{url}@{branch}"
+    return "\n".join(
+        [
+            "# Installs the course library when it is missing (Colab); does nothing where it is installed",
+            "# (Binder, a clone of the repository). pip keeps the torch that is there if tfcourse accepts it.",
+            "try:",
+            "    import tfcourse",
+            "except ImportError:",
+            "    import importlib",
+            "    import subprocess",
+            "    import sys",
+            "",
+            "    subprocess.run(",
+            f'        [sys.executable, "-m", "pip", "install", "--quiet", "{requirement}"],',
+            "        check=True,",
+            "    )",
+            "    importlib.invalidate_caches()",
+            "    import tfcourse",
+        ]
+    )
+
+
+def install_cell(root: Path = _REPOSITORY_ROOT) -> nbformat.NotebookNode:
+    """:func:`install_cell_source` as a code cell with a fixed id (no nbgrader metadata: not graded)."""
+    cell = nbformat.v4.new_code_cell(install_cell_source(root))
+    cell.id = INSTALL_CELL_ID
+    return cell
+
+
 def student_notebook_text(source: Path | str) -> str:
     """The learner's copy for self-study (opened from the book in Colab or Binder) as ``.ipynb`` text.
 
-    Solutions become the course's code stub and hidden tests disappear, as in an nbgrader release.
-    Instructors release problem sets with ``tfcourse assign`` instead, which also locks the graded cells
-    and records their checksums.
+    It starts with :func:`install_cell`; solutions become the course's code stub and hidden tests
+    disappear, as in an nbgrader release. Instructors release problem sets with ``tfcourse assign``
+    instead, which also locks the graded cells and records their checksums.
     """
     from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions  # grading extra, needed only here
 
@@ -180,4 +229,5 @@ def student_notebook_text(source: Path | str) -> str:
 
     nb, resources = ClearSolutions(code_stub={"python": CODE_STUB}).preprocess(build(source), {"language": "python"})
     nb, _ = ClearHiddenTests().preprocess(nb, resources)
+    nb.cells.insert(0, install_cell())
     return nbformat.writes(nb) + "\n"
