@@ -10,6 +10,7 @@
     tfcourse grade DIR NAME --workers N              autograde every submission, feedback, grades-NAME.csv
                     [--students ID ...] [--force]    (unchanged submissions are skipped unless --force)
     tfcourse check NOTEBOOK.ipynb                    run a learner's notebook and show the visible tests' verdict
+    tfcourse export gradescope DIR NAME -o ZIP       the assignment as a Gradescope autograder (same grader)
 """
 
 from __future__ import annotations
@@ -216,6 +217,33 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if result.parts and result.score >= result.max_score else 1
 
 
+def _export_gradescope(args: argparse.Namespace) -> int:
+    from tfcourse.grading.gradescope import export
+
+    done = export(
+        args.dir,
+        args.name,
+        args.output,
+        wheel=args.wheel,
+        unsafe=args.unsafe,
+        repository=args.repository,
+        ref=args.ref,
+        hidden_visibility=args.hidden_visibility,
+    )
+    for warning in done.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    if args.unsafe:
+        print(
+            "WARNING: --unsafe: where Gradescope's container cannot make the grading sandbox, submissions run "
+            "without it, as root: a hostile one can then read the hidden tests and the course secret and forge "
+            "its own results",
+            file=sys.stderr,
+        )
+    print(f"wrote {done.path.resolve()}: {', '.join(done.notebooks)}; tfcourse from {done.install}")
+    print("it holds the hidden tests and the course secret: upload it to Gradescope, share it with no one else")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from tfcourse.grading.settings import Limits
 
@@ -297,6 +325,33 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=int, default=defaults.timeout, help="seconds per cell")
     check.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="kernel address-space limit")
     check.set_defaults(run=_check)
+
+    exporting = commands.add_parser("export", help="export an assignment for a grading platform")
+    platforms = exporting.add_subparsers(dest="platform", required=True)
+    gradescope = platforms.add_parser(
+        "gradescope", help="a Gradescope autograder zip that grades as `tfcourse grade` does"
+    )
+    gradescope.add_argument("dir", type=Path, help="the course folder")
+    gradescope.add_argument("name", help="assignment name")
+    gradescope.add_argument("-o", "--output", type=Path, default=Path("autograder.zip"), help="the zip to write")
+    gradescope.add_argument(
+        "--wheel", type=Path, default=None, help="embed this tfcourse wheel instead of installing from the repository"
+    )
+    gradescope.add_argument("--repository", default=None, help="git repository to install tfcourse from")
+    gradescope.add_argument("--ref", default=None, help="git commit or tag to install (default: the one running now)")
+    gradescope.add_argument(
+        "--hidden-visibility",
+        default="after_published",
+        choices=["after_published", "after_due_date", "hidden", "visible"],
+        help="when students see the parts that have hidden tests (default: after_published; visible shows them at "
+        "once, so that resubmitting can probe the hidden tests)",
+    )
+    gradescope.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="grade without the sandbox where the container cannot make one (submissions then run as root)",
+    )
+    gradescope.set_defaults(run=_export_gradescope)
     return parser
 
 
