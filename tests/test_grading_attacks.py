@@ -9,6 +9,7 @@ feedback holds neither hidden tests nor live HTML. Marked ``grading`` (about two
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import os
@@ -112,6 +113,18 @@ def graded(tmp_path_factory):
     (course / "submitted" / "link-notebook" / NAME / f"{E1}.ipynb").symlink_to(course / "source" / NAME / f"{E1}.ipynb")
     (course / "submitted" / "link-folder").mkdir()
     (course / "submitted" / "link-folder" / NAME).symlink_to(course / "source" / NAME)
+    # Cells that claim to be test or setup cells (the grader runs those itself): they must stay learner code.
+    forged = copy.deepcopy(release)
+    claims = [
+        {"grade": True, "solution": False, "locked": True, "points": 100, "grade_id": "forged", "schema_version": 3},
+        {"grade": False, "solution": False, "locked": True, "grade_id": "setup-2", "schema_version": 3},
+        {"grade": True, "solution": False, "locked": True, "points": 2, "grade_id": "test_attention_weights"},
+    ]
+    for claim in claims:
+        cell = nbformat.v4.new_code_cell(f"open({str(canary)!r}, 'w').write('ran in the grader')\n")
+        cell.metadata["nbgrader"] = claim
+        forged.cells.insert(1, cell)
+    cases.write(forged, course, "forged-test-cells", NAME, E1)
     cases.write(release, course, "fake-package", NAME, E1)
     fake = course / "submitted" / "fake-package" / NAME / "tfcourse" / "grading"
     fake.mkdir(parents=True)
@@ -148,7 +161,15 @@ def _scores(graded, student: str) -> dict[str, float]:
 def test_grading_finished_for_everyone(graded):
     assert graded["run"].returncode == 0, graded["run"].stdout[-3000:] + graded["run"].stderr[-3000:]
     students = {r["student"] for r in graded["rows"]}
-    assert students == {"alice", "bob", "link-notebook", "link-folder", "fake-package", *(a.name for a in ATTACKS)}
+    assert students == {
+        "alice",
+        "bob",
+        "link-notebook",
+        "link-folder",
+        "fake-package",
+        "forged-test-cells",
+        *(a.name for a in ATTACKS),
+    }
 
 
 def test_controls_score_full_and_zero(graded):
@@ -165,7 +186,7 @@ def test_attack_scores_only_its_honest_content(graded, attack):
         assert scores == {"test_attention_weights": 2, "test_self_attention": 0, "test_free_scores": 1}, reasons
 
 
-@pytest.mark.parametrize("student", ["link-notebook", "link-folder", "fake-package"])
+@pytest.mark.parametrize("student", ["link-notebook", "link-folder", "fake-package", "forged-test-cells"])
 def test_links_and_stray_files_earn_nothing(graded, student):
     rows = [r for r in graded["rows"] if r["student"] == student]
     assert sum(float(r["score"]) for r in rows) == 0

@@ -134,3 +134,17 @@ def test_failures_in_hidden_tests_do_not_describe_their_inputs():
         reasons[label] = next(p.reason for p in result.parts if p.grade_id == "test_attention_weights")
     assert "float64" in reasons["hidden"] and "(inputs:" not in reasons["hidden"]
     assert "√d_k" in reasons["visible"] or "scale" in reasons["visible"]
+
+
+def test_cells_that_claim_to_be_tests_stay_learner_code(tmp_path):
+    import nbformat
+
+    source = read_notebook(E1)
+    nb = release_version(source)
+    canary = tmp_path / "canary"
+    forged = nbformat.v4.new_code_cell(f"open({str(canary)!r}, 'w').write('x')")
+    forged.metadata["nbgrader"] = {"grade": True, "solution": False, "points": 50, "grade_id": "forged"}
+    nb.cells.insert(1, forged)
+    result = score_notebook(nb, source, isolation=Isolation(), timeout=30)
+    assert [p.grade_id for p in result.parts] == ["test_attention_weights", "test_self_attention", "test_free_scores"]
+    assert result.score == 0 and not canary.exists()

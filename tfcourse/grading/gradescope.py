@@ -48,7 +48,6 @@ output says why) unless the export was made with ``--unsafe``.
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.metadata
 import io
 import json
@@ -64,6 +63,10 @@ import traceback
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tfcourse.grading.scoring import grade_id as _grade_id
+from tfcourse.grading.scoring import is_test as _is_test
+from tfcourse.grading.scoring import trusted_structure
 
 __all__ = [
     "HIDDEN_VISIBILITIES",
@@ -403,67 +406,6 @@ def export(
 
 
 # -- grading one submission -----------------------------------------------------------------------------------
-
-
-def _grade_id(cell) -> str | None:
-    meta = cell.get("metadata", {})
-    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
-    value = meta.get("grade_id") if isinstance(meta, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _is_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
-def trusted_structure(nb, source):
-    """``nb`` with the source's cell structure, whatever its cells' metadata claim.
-
-    Every cell whose grade id the source has (first occurrence, as nbgrader's ``DeduplicateIds`` keeps) gets
-    the source's nbgrader metadata and cell type (as ``OverwriteCells`` does); any other nbgrader metadata is
-    dropped, so the cell is plain learner code, run in the sandbox (nbgrader instead fails a notebook with a
-    grade id it does not know); locked cells are restored from the source. Afterwards the test cells are
-    exactly the source's: :func:`~tfcourse.grading.scoring.score_notebook` runs test cells in the grader, and
-    takes them from the notebook it is given.
-
-    Raises:
-        RuntimeError: if the test cells still differ from the source's (never expected).
-    """
-    import nbformat
-
-    from tfcourse.grading.runner import restore_locked_cells
-
-    nb = copy.deepcopy(nb)
-    known = {gid: cell for cell in source.cells if (gid := _grade_id(cell))}
-    seen: set[str] = set()
-    cells = []
-    for cell in nb.cells:
-        if not isinstance(cell.get("metadata"), dict):
-            cell["metadata"] = nbformat.NotebookNode()
-        if "nbgrader" not in cell.metadata:
-            cells.append(cell)
-            continue
-        grade_id = _grade_id(cell)
-        ref = known.get(grade_id) if grade_id is not None and grade_id not in seen else None
-        if ref is None:
-            del cell.metadata["nbgrader"]  # not a cell of the source: learner code, nothing more
-            cells.append(cell)
-            continue
-        seen.add(grade_id)
-        metadata = {**cell.metadata, "nbgrader": copy.deepcopy(ref.metadata["nbgrader"])}
-        if cell.get("cell_type") != ref.cell_type:
-            text = cell.get("source", "")
-            cell = (nbformat.v4.new_code_cell if ref.cell_type == "code" else nbformat.v4.new_markdown_cell)(text)
-        cell.metadata = nbformat.from_dict(metadata)
-        cells.append(cell)
-    nb.cells = cells
-    restore_locked_cells(nb, source)
-    tests = sorted((_grade_id(c) or "", c.source) for c in nb.cells if _is_test(c))
-    expected = sorted((_grade_id(c) or "", c.source) for c in source.cells if _is_test(c))
-    if tests != expected:
-        raise RuntimeError("the test cells differ from the source's after restoring them")
-    return nb
 
 
 @dataclass

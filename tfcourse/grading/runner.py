@@ -16,7 +16,7 @@ from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 from traitlets.config import Config
 
 from tfcourse.grading.sandbox import Isolation, sandbox_problem
-from tfcourse.grading.scoring import PartResult, RunResult, score_notebook
+from tfcourse.grading.scoring import PartResult, RunResult, restore_locked_cells, score_notebook
 from tfcourse.grading.settings import CODE_STUB, Limits
 
 __all__ = [
@@ -70,38 +70,6 @@ def release_version(source: NotebookNode) -> NotebookNode:
     for preprocessor in (ClearSolutions(config=c), ClearHiddenTests(config=c)):
         nb, _ = preprocessor.preprocess(nb, {})
     return nb
-
-
-def restore_locked_cells(nb: NotebookNode, reference: NotebookNode) -> list[str]:
-    """Put back the locked cells (tests, setup, instructions) of ``reference`` that ``nb`` edited or deleted.
-
-    Cells are matched by nbgrader grade id, as nbgrader's ``OverwriteCells`` does; a deleted one is inserted
-    after the cell that precedes it in ``reference``.
-
-    Returns:
-        The grade ids that were restored.
-    """
-    restored = []
-
-    def grade_id(cell: NotebookNode) -> str | None:
-        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-    for position, ref_cell in enumerate(reference.cells):
-        meta = ref_cell.get("metadata", {}).get("nbgrader", {})
-        if not meta.get("locked"):
-            continue
-        ids = [grade_id(c) for c in nb.cells]
-        if meta["grade_id"] in ids:
-            cell = nb.cells[ids.index(meta["grade_id"])]
-            if cell.source == ref_cell.source and cell.cell_type == ref_cell.cell_type:
-                continue
-            nb.cells[ids.index(meta["grade_id"])] = copy.deepcopy(ref_cell)
-        else:
-            previous = grade_id(reference.cells[position - 1]) if position else None
-            at = ids.index(previous) + 1 if previous in ids else len(nb.cells)
-            nb.cells.insert(at, copy.deepcopy(ref_cell))
-        restored.append(meta["grade_id"])
-    return restored
 
 
 def read_notebook(path: Path | str) -> NotebookNode:

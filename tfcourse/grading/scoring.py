@@ -52,7 +52,11 @@ __all__ = [
     "Seeds",
     "answer_names",
     "forbidden_paths",
+    "grade_id",
+    "is_test",
+    "restore_locked_cells",
     "score_notebook",
+    "trusted_structure",
 ]
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -112,6 +116,97 @@ def _is_test(cell: NotebookNode) -> bool:
 def _is_setup(cell: NotebookNode) -> bool:
     meta = _meta(cell)
     return cell.cell_type == "code" and meta.get("locked", False) and not meta.get("grade") and not meta.get("solution")
+
+
+def restore_locked_cells(nb: NotebookNode, reference: NotebookNode) -> list[str]:
+    """Put back the locked cells (tests, setup, instructions) of ``reference`` that ``nb`` edited or deleted.
+
+    Cells are matched by nbgrader grade id, as nbgrader's ``OverwriteCells`` does; a deleted one is inserted
+    after the cell that precedes it in ``reference``.
+
+    Returns:
+        The grade ids that were restored.
+    """
+    restored = []
+
+    def grade_id(cell: NotebookNode) -> str | None:
+        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+    for position, ref_cell in enumerate(reference.cells):
+        meta = ref_cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("locked"):
+            continue
+        ids = [grade_id(c) for c in nb.cells]
+        if meta["grade_id"] in ids:
+            cell = nb.cells[ids.index(meta["grade_id"])]
+            if cell.source == ref_cell.source and cell.cell_type == ref_cell.cell_type:
+                continue
+            nb.cells[ids.index(meta["grade_id"])] = copy.deepcopy(ref_cell)
+        else:
+            previous = grade_id(reference.cells[position - 1]) if position else None
+            at = ids.index(previous) + 1 if previous in ids else len(nb.cells)
+            nb.cells.insert(at, copy.deepcopy(ref_cell))
+        restored.append(meta["grade_id"])
+    return restored
+
+
+def grade_id(cell) -> str | None:
+    meta = cell.get("metadata", {})
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    value = meta.get("grade_id") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def is_test(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def trusted_structure(nb, source):
+    """``nb`` with the source's cell structure, whatever its cells' metadata claim.
+
+    Every cell whose grade id the source has (first occurrence, as nbgrader's ``DeduplicateIds`` keeps) gets
+    the source's nbgrader metadata and cell type (as ``OverwriteCells`` does); any other nbgrader metadata is
+    dropped, so the cell is plain learner code, run in the sandbox (nbgrader instead fails a notebook with a
+    grade id it does not know); locked cells are restored from the source. Afterwards the test cells are
+    exactly the source's: :func:`score_notebook` runs test cells in the grader, so a cell that a submission
+    marked as a test (or as the setup) must never count as one.
+
+    Raises:
+        RuntimeError: if the test cells still differ from the source's (never expected).
+    """
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    known = {gid: cell for cell in source.cells if (gid := grade_id(cell))}
+    seen: set[str] = set()
+    cells = []
+    for cell in nb.cells:
+        if not isinstance(cell.get("metadata"), dict):
+            cell["metadata"] = nbformat.NotebookNode()
+        if "nbgrader" not in cell.metadata:
+            cells.append(cell)
+            continue
+        gid = grade_id(cell)
+        ref = known.get(gid) if gid is not None and gid not in seen else None
+        if ref is None:
+            del cell.metadata["nbgrader"]  # not a cell of the source: learner code, nothing more
+            cells.append(cell)
+            continue
+        seen.add(gid)
+        metadata = {**cell.metadata, "nbgrader": copy.deepcopy(ref.metadata["nbgrader"])}
+        if cell.get("cell_type") != ref.cell_type:
+            text = cell.get("source", "")
+            cell = (nbformat.v4.new_code_cell if ref.cell_type == "code" else nbformat.v4.new_markdown_cell)(text)
+        cell.metadata = nbformat.from_dict(metadata)
+        cells.append(cell)
+    nb.cells = cells
+    restore_locked_cells(nb, source)
+    tests = sorted((grade_id(c) or "", c.source) for c in nb.cells if is_test(c))
+    expected = sorted((grade_id(c) or "", c.source) for c in source.cells if is_test(c))
+    if tests != expected:
+        raise RuntimeError("the test cells differ from the source's after restoring them")
+    return nb
 
 
 def answer_names(source: NotebookNode) -> list[str]:
@@ -309,7 +404,7 @@ def score_notebook(
     Returns:
         The scored copy of ``nb`` with outputs, every part's result, and errors raised outside test cells.
     """
-    nb = copy.deepcopy(nb)
+    nb = trusted_structure(nb, source)  # roles come from the source, never from the submission's metadata
     trusted: dict = {"__name__": "__tfcourse_tests__"}
     for cell in source.cells:
         if _is_setup(cell):
