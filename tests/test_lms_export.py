@@ -60,3 +60,13 @@ def test_a_file_that_is_not_a_canvas_export_is_refused(grades, tmp_path):
     bad.write_text("name,email\nana,a@x\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not a Canvas gradebook export"):
         canvas_csv(grades, tmp_path / "out.csv", column="W1", roster=bad)
+
+
+def test_the_command_writes_the_file_next_to_the_grades(grades, capsys):
+    from tfcourse.cli import main
+
+    assert main(["export", "canvas", str(grades.parent), "week1"]) == 0
+    table = _read(grades.parent / "canvas-week1.csv")
+    assert table[0][-1] == "week1" and len(table) == 5
+    assert main(["export", "canvas", str(grades.parent), "missing"]) == 2
+    assert "run `tfcourse grade" in capsys.readouterr().err

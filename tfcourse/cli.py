@@ -11,6 +11,7 @@
                     [--students ID ...] [--force]    (unchanged submissions are skipped unless --force)
     tfcourse check NOTEBOOK.ipynb                    run a learner's notebook and show the visible tests' verdict
     tfcourse export gradescope DIR NAME -o ZIP       the assignment as a Gradescope autograder (same grader)
+    tfcourse export canvas DIR NAME [--roster CSV]   the assignment's totals as a Canvas gradebook-import CSV
 """
 
 from __future__ import annotations
@@ -224,6 +225,20 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if result.parts and result.score >= result.max_score else 1
 
 
+def _export_canvas(args: argparse.Namespace) -> int:
+    from tfcourse.grading.lms import canvas_csv
+
+    grades = Path(args.dir) / f"grades-{args.name}.csv"
+    if not grades.is_file():
+        raise FileNotFoundError(f"no {grades}; run `tfcourse grade {args.dir} {args.name}` first")
+    out = args.output or Path(args.dir) / f"canvas-{args.name}.csv"
+    unknown = canvas_csv(grades, out, column=args.column or args.name, roster=args.roster)
+    print(f"wrote {out}")
+    if unknown:
+        print(f"not in the roster (written with their id as SIS Login ID): {', '.join(unknown)}", file=sys.stderr)
+    return 0
+
+
 def _export_gradescope(args: argparse.Namespace) -> int:
     from tfcourse.grading.gradescope import export
 
@@ -359,6 +374,13 @@ def _parser() -> argparse.ArgumentParser:
         help="grade without the sandbox where the container cannot make one (submissions then run as root)",
     )
     gradescope.set_defaults(run=_export_gradescope)
+    canvas = platforms.add_parser("canvas", help="a Canvas gradebook-import CSV of the assignment's totals")
+    canvas.add_argument("dir", type=Path, help="the course folder")
+    canvas.add_argument("name", help="assignment name (its grades-NAME.csv is read)")
+    canvas.add_argument("-o", "--output", type=Path, default=None, help="the CSV to write (default: canvas-NAME.csv)")
+    canvas.add_argument("--column", default=None, help='the Canvas column: a title, or "Title (canvas id)"')
+    canvas.add_argument("--roster", type=Path, default=None, help="Canvas's gradebook export, to match students")
+    canvas.set_defaults(run=_export_canvas)
     return parser
 
 
