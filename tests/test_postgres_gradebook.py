@@ -70,6 +70,7 @@ def _grade_args() -> list[str]:
 
 
 def test_course_init_writes_the_database_url(tmp_path, capsys):
+    pytest.importorskip("psycopg2", reason="psycopg2 (the grading extra's PostgreSQL driver) is not installed")
     from tfcourse.cli import main
     from tfcourse.grading.course import load_config
 
@@ -94,6 +95,15 @@ def test_course_init_writes_the_database_url(tmp_path, capsys):
         assert main(["course", "init", str(tmp_path / "bad"), "--db", bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+    # a server that cannot be reached: a clear error (password hidden), not a traceback
+    gone = f"postgresql://grader:s3cret@/course?host={tmp_path / 'no-server'}"
+    assert main(["course", "init", str(tmp_path / "gone"), "--db", gone]) == 0
+    capsys.readouterr()
+    assert main(["assign", str(tmp_path / "gone"), NAME, "--exercises", E1, "--no-validate"]) == 2
+    err = capsys.readouterr().err
+    assert "tfcourse assign: cannot open the gradebook postgresql+psycopg2://grader:***@/course" in err
+    assert "s3cret" not in err and "Traceback" not in err
 
 
 def test_postgresql_transient_errors_are_retried():

@@ -236,13 +236,22 @@ def prepare_gradebook(root: Path | str) -> None:
     In WAL mode readers never block the writer and the writer never blocks readers, so parallel graders only
     wait for each other's short writes (and the ``timeout`` in the URL makes them wait rather than fail). A
     server such as PostgreSQL needs no tuning: each grader's writes are short transactions on its own rows.
+
+    Raises:
+        RuntimeError: if the database cannot be opened (a server that cannot be reached, say).
     """
     from nbgrader.api import Gradebook
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
 
     config = load_config(root)
     url, course_id = config.CourseDirectory.db_url, config.CourseDirectory.course_id
-    with _schema_lock(url):
-        retry_locked(lambda: Gradebook(url, course_id).close(), what="creating the gradebook")
+    try:
+        with _schema_lock(url):
+            retry_locked(lambda: Gradebook(url, course_id).close(), what="creating the gradebook")
+    except OperationalError as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
+        raise RuntimeError(f"cannot open the gradebook {make_url(url).render_as_string()}: {reason}") from None
     try:
         path = db_file(root)
     except ValueError:
