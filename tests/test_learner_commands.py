@@ -136,3 +136,11 @@ def test_a_checkout_reads_its_own_bank_first(monkeypatch):
 
     monkeypatch.delenv("TFCOURSE_EXERCISES", raising=False)
     assert catalogue.bank_dir() == ROOT / "exercises"
+
+
+def test_tables_wrap_to_the_terminal_width():
+    from tfcourse.cli import _table
+
+    text = _table(["part", "feedback"], [["test_a", "word " * 40], ["total", ""]], width=60)
+    assert max(len(line) for line in text.splitlines()) <= 60
+    assert text.count("word") == 40

@@ -17,17 +17,32 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 __all__ = ["main"]
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], rows: list[list[str]], width: int | None = None) -> str:
+    """A plain-text table that fits ``width`` columns (default: the terminal's): the last column wraps."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(headers, widths, strict=True)).rstrip()]
+    room = max(20, width - sum(widths[:-1]) - 2 * (len(widths) - 1))
+    widths[-1] = min(widths[-1], room)
+
+    def render(cells: list[str]) -> list[str]:
+        *first, last = (str(c) for c in cells)
+        wrapped = textwrap.wrap(last, widths[-1]) or [""]
+        lead = "  ".join(x.ljust(w) for x, w in zip(first, widths, strict=False))
+        blank = " " * len(lead)
+        return [f"{lead if i == 0 else blank}  {part}".rstrip() for i, part in enumerate(wrapped)]
+
+    lines = render(headers)
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for row in rows:
+        lines += render(row)
     return "\n".join(lines)
 
 
