@@ -43,3 +43,15 @@ def test_run_all_prints_one_table_of_every_scripts_ratios(tmp_path):
     assert table.count("\nsparse ") == len(rows)
     for row in rows:
         assert f"{row['ratio']:.2f}" in table and row["what"] in table
+
+
+def test_check_benchmark_runs_and_writes_its_ratio(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "check.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((tmp_path / "check-cpu.json").read_text())
+    assert payload["ratio"] > 0 and all(row["seconds"] > 0 for row in payload["results"])
