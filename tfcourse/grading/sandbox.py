@@ -104,6 +104,10 @@ def command(isolation: Isolation, in_fd: int, out_fd: int) -> tuple[list[str], d
     binds = sorted({str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
     argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
     argv += ["--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox", "--clearenv"]
+    # The scratch folders first: a Python installation under /tmp (a clone's venv, say) is bound inside them.
+    size = str(isolation.disk_mb * 2**20)
+    argv += [*_parents(HOME), "--perms", "1777", "--size", size, "--tmpfs", HOME]
+    argv += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     for path in _SYSTEM:
         argv += ["--ro-bind-try", path, path]
     for path in binds:
@@ -112,8 +116,6 @@ def command(isolation: Isolation, in_fd: int, out_fd: int) -> tuple[list[str], d
         argv += ["--tmpfs", path, "--remount-ro", path]
     argv += [*_parents("/grader/sandboxed"), "--ro-bind", str(SANDBOX_CODE), "/grader/sandboxed"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    size = str(isolation.disk_mb * 2**20)
-    argv += ["--perms", "1777", "--size", size, "--tmpfs", HOME, "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     argv += ["--chdir", HOME]
     for key, value in _environment(HOME).items():
         argv += ["--setenv", key, value]
