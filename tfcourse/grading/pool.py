@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections import deque
@@ -76,10 +77,18 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(family, timeout=10)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    # fork starts a worker in milliseconds with nbgrader and torch already imported; spawn is the fallback.
+def _context(jobs: Sequence[Job] = ()) -> multiprocessing.context.BaseContext:
+    # fork starts a worker in milliseconds with nbgrader and torch already imported, but only a process with
+    # one thread forks safely: a child of a threaded one (a test runner, a notebook server) can inherit locks
+    # held by threads it does not have and hang. Then a fork server, itself single-threaded, forks them.
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods and os.name == "posix" else "spawn")
+    if "fork" in methods and os.name == "posix" and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(sorted({job.fn.__module__ for job in jobs}))
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def run_jobs(
@@ -105,7 +114,7 @@ def run_jobs(
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError("job keys must be unique")
-    ctx = _context()
+    ctx = _context(jobs)
     pending = deque(jobs)
     running: dict[str, tuple[multiprocessing.Process, Connection, float]] = {}
     outcomes: dict[str, Outcome] = {}
