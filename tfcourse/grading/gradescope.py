@@ -64,9 +64,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfcourse.grading.scoring import grade_id as _grade_id
-from tfcourse.grading.scoring import is_test as _is_test
-from tfcourse.grading.scoring import trusted_structure
+from tfcourse.grading.structure import grade_id as _grade_id
+from tfcourse.grading.structure import is_test as _is_test
+from tfcourse.grading.structure import trusted_structure
 
 __all__ = [
     "HIDDEN_VISIBILITIES",

@@ -35,6 +35,8 @@ class LearnerCrashed(RuntimeError):
 
 @dataclass(frozen=True)
 class CellResult:
+    """A cell run in the sandbox: its plain-text output, last value's repr, and error (type, message, frames)."""
+
     ok: bool
     stdout: str = ""
     stderr: str = ""
@@ -44,6 +46,9 @@ class CellResult:
 
 @dataclass(frozen=True)
 class CallResult:
+    """A call of a learner's function: the value, the arguments as they are after it (in-place edits), its
+    warnings and forbidden calls, what it printed, or the error it raised."""
+
     ok: bool
     value: object = None
     args_after: list = field(default_factory=list)

@@ -16,8 +16,9 @@ from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 from traitlets.config import Config
 
 from tfcourse.grading.sandbox import Isolation, sandbox_problem
-from tfcourse.grading.scoring import PartResult, RunResult, restore_locked_cells, score_notebook
+from tfcourse.grading.scoring import PartResult, RunResult, score_notebook
 from tfcourse.grading.settings import CODE_STUB, Limits
+from tfcourse.grading.structure import restore_locked_cells
 
 __all__ = [
     "PartResult",

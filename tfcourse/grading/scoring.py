@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import copy
 import hashlib
 import hmac
 import io
@@ -43,6 +42,7 @@ from tfcourse.grading.learner import LearnerCrashed, LearnerFunction, LearnerPro
 from tfcourse.grading.preprocessors import KERNEL_DIED, NOT_RUN
 from tfcourse.grading.reasons import error_text, shorten
 from tfcourse.grading.sandbox import Isolation
+from tfcourse.grading.structure import grade_id, is_setup, is_test, meta, trusted_structure
 
 __all__ = [
     "HIDDEN_BEGIN",
@@ -52,11 +52,7 @@ __all__ = [
     "Seeds",
     "answer_names",
     "forbidden_paths",
-    "grade_id",
-    "is_test",
-    "restore_locked_cells",
     "score_notebook",
-    "trusted_structure",
 ]
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -105,110 +101,6 @@ class Seeds:
         return int.from_bytes(hmac.new(self.secret, key, hashlib.sha256).digest()[:8], "little") >> 1
 
 
-def _meta(cell: NotebookNode) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def _is_test(cell: NotebookNode) -> bool:
-    return cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
-
-
-def _is_setup(cell: NotebookNode) -> bool:
-    meta = _meta(cell)
-    return cell.cell_type == "code" and meta.get("locked", False) and not meta.get("grade") and not meta.get("solution")
-
-
-def restore_locked_cells(nb: NotebookNode, reference: NotebookNode) -> list[str]:
-    """Put back the locked cells (tests, setup, instructions) of ``reference`` that ``nb`` edited or deleted.
-
-    Cells are matched by nbgrader grade id, as nbgrader's ``OverwriteCells`` does; a deleted one is inserted
-    after the cell that precedes it in ``reference``.
-
-    Returns:
-        The grade ids that were restored.
-    """
-    restored = []
-
-    def grade_id(cell: NotebookNode) -> str | None:
-        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-    for position, ref_cell in enumerate(reference.cells):
-        meta = ref_cell.get("metadata", {}).get("nbgrader", {})
-        if not meta.get("locked"):
-            continue
-        ids = [grade_id(c) for c in nb.cells]
-        if meta["grade_id"] in ids:
-            cell = nb.cells[ids.index(meta["grade_id"])]
-            if cell.source == ref_cell.source and cell.cell_type == ref_cell.cell_type:
-                continue
-            nb.cells[ids.index(meta["grade_id"])] = copy.deepcopy(ref_cell)
-        else:
-            previous = grade_id(reference.cells[position - 1]) if position else None
-            at = ids.index(previous) + 1 if previous in ids else len(nb.cells)
-            nb.cells.insert(at, copy.deepcopy(ref_cell))
-        restored.append(meta["grade_id"])
-    return restored
-
-
-def grade_id(cell) -> str | None:
-    meta = cell.get("metadata", {})
-    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
-    value = meta.get("grade_id") if isinstance(meta, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def is_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
-def trusted_structure(nb, source):
-    """``nb`` with the source's cell structure, whatever its cells' metadata claim.
-
-    Every cell whose grade id the source has (first occurrence, as nbgrader's ``DeduplicateIds`` keeps) gets
-    the source's nbgrader metadata and cell type (as ``OverwriteCells`` does); any other nbgrader metadata is
-    dropped, so the cell is plain learner code, run in the sandbox (nbgrader instead fails a notebook with a
-    grade id it does not know); locked cells are restored from the source. Afterwards the test cells are
-    exactly the source's: :func:`score_notebook` runs test cells in the grader, so a cell that a submission
-    marked as a test (or as the setup) must never count as one.
-
-    Raises:
-        RuntimeError: if the test cells still differ from the source's (never expected).
-    """
-    import nbformat
-
-    nb = copy.deepcopy(nb)
-    known = {gid: cell for cell in source.cells if (gid := grade_id(cell))}
-    seen: set[str] = set()
-    cells = []
-    for cell in nb.cells:
-        if not isinstance(cell.get("metadata"), dict):
-            cell["metadata"] = nbformat.NotebookNode()
-        if "nbgrader" not in cell.metadata:
-            cells.append(cell)
-            continue
-        gid = grade_id(cell)
-        ref = known.get(gid) if gid is not None and gid not in seen else None
-        if ref is None:
-            del cell.metadata["nbgrader"]  # not a cell of the source: learner code, nothing more
-            cells.append(cell)
-            continue
-        seen.add(gid)
-        metadata = {**cell.metadata, "nbgrader": copy.deepcopy(ref.metadata["nbgrader"])}
-        if cell.get("cell_type") != ref.cell_type:
-            text = cell.get("source", "")
-            cell = (nbformat.v4.new_code_cell if ref.cell_type == "code" else nbformat.v4.new_markdown_cell)(text)
-        cell.metadata = nbformat.from_dict(metadata)
-        cells.append(cell)
-    nb.cells = cells
-    restore_locked_cells(nb, source)
-    tests = sorted((grade_id(c) or "", c.source) for c in nb.cells if is_test(c))
-    expected = sorted((grade_id(c) or "", c.source) for c in source.cells if is_test(c))
-    if tests != expected:
-        raise RuntimeError("the test cells differ from the source's after restoring them")
-    return nb
-
-
 def answer_names(source: NotebookNode) -> list[str]:
     """Names the solution cells of ``source`` define at top level: what test cells may take from a learner."""
     names: dict[str, None] = {}
@@ -243,7 +135,7 @@ def forbidden_paths(source: NotebookNode, namespace: dict) -> list[str]:
     scope = dict(namespace)
     found: dict[str, None] = {}
     for cell in source.cells:
-        if not _is_test(cell):
+        if not is_test(cell):
             continue
         tree = ast.parse(_strip_markers(cell.source))
         expressions = [
@@ -261,9 +153,8 @@ def forbidden_paths(source: NotebookNode, namespace: dict) -> list[str]:
             try:
                 value = eval(compile(ast.Expression(expr), "<forbidden>", "eval"), scope)
             except Exception as error:
-                grade_id = _meta(cell).get("grade_id")
                 raise ValueError(
-                    f"cannot tell what test cell {grade_id} forbids ahead of time "
+                    f"cannot tell what test cell {grade_id(cell)} forbids ahead of time "
                     f"({ast.unparse(expr)}: {error}); use guard presets, literals or a top-level tuple"
                 ) from None
             found.update(dict.fromkeys(str(p) for p in value))
@@ -370,7 +261,7 @@ def _reason(error: BaseException, hidden: bool) -> tuple[str, str]:
     return type(error).__name__, shorten(str(error), 500)
 
 
-def _run_test(source: str, namespace: dict, hidden_part: bool) -> tuple[str, BaseException | None]:
+def _run_test(source: str, namespace: dict) -> tuple[str, BaseException | None]:
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
@@ -407,7 +298,7 @@ def score_notebook(
     nb = trusted_structure(nb, source)  # roles come from the source, never from the submission's metadata
     trusted: dict = {"__name__": "__tfcourse_tests__"}
     for cell in source.cells:
-        if _is_setup(cell):
+        if is_setup(cell):
             with contextlib.redirect_stdout(io.StringIO()):
                 exec(compile(cell.source, "<setup>", "exec"), trusted)
     names = [n for n in answer_names(source) if n not in trusted]  # an answer never shadows the grader's names
@@ -422,9 +313,8 @@ def score_notebook(
                 continue
             count += 1
             cell.outputs, cell.execution_count = [], count
-            grade_id = _meta(cell).get("grade_id", "")
-            label = f"cell {index}" + (f" ({grade_id})" if grade_id else "")
-            if _is_test(cell):
+            label = f"cell {index}" + (f" ({grade_id(cell)})" if grade_id(cell) else "")
+            if is_test(cell):
                 parts.append(_score_test(cell, index, session, trusted, names, timeout, seeds, stopped))
                 continue
             if stopped is not None:
@@ -472,13 +362,13 @@ def _score_test(
     seeds: Seeds | None,
     stopped: str | None,
 ) -> PartResult:
-    meta = _meta(cell)
-    grade_id, points = meta.get("grade_id", f"cell-{index}"), float(meta.get("points", 0) or 0)
+    found = meta(cell)
+    part_id, points = found.get("grade_id", f"cell-{index}"), float(found.get("points", 0) or 0)
     if stopped is not None:
         cell.outputs = [_error(NOT_RUN, f"not run: {stopped}")]
-        return PartResult(grade_id, 0.0, points, f"not run: {stopped}")
+        return PartResult(part_id, 0.0, points, f"not run: {stopped}")
     namespace = trusted  # shared by the test cells, in order, as in a notebook
-    seed = seeds.for_part(grade_id) if seeds is not None else int.from_bytes(os.urandom(8), "little") >> 1
+    seed = seeds.for_part(part_id) if seeds is not None else int.from_bytes(os.urandom(8), "little") >> 1
     deadline = time.monotonic() + timeout
     error: BaseException | None = None
     printed = ""
@@ -494,10 +384,10 @@ def _score_test(
                 namespace[name] = value
         visible, hidden = _split_hidden(cell.source)
         with inputs.seeded(seed):
-            printed, error = _run_test(visible, namespace, hidden_part=False)
+            printed, error = _run_test(visible, namespace)
             hidden_failed = False
             if error is None and hidden.strip():
-                more, error = _run_test(hidden, namespace, hidden_part=True)
+                more, error = _run_test(hidden, namespace)
                 printed += more
                 hidden_failed = error is not None
     except LearnerCrashed as crash:
@@ -507,9 +397,9 @@ def _score_test(
         if not hidden.strip() and set(_CHECKS.findall(visible)) == {"check_answered"}:
             answered = "answered: its value is checked when graded"
             cell.outputs.append(_stream("stdout", f"✓ {answered}\n"))
-            return PartResult(grade_id, points, points, answered)
-        cell.outputs.append(_stream("stdout", f"✓ {grade_id} passed ({points:g} of {points:g} points)\n"))
-        return PartResult(grade_id, points, points, "passed")
+            return PartResult(part_id, points, points, answered)
+        cell.outputs.append(_stream("stdout", f"✓ {part_id} passed ({points:g} of {points:g} points)\n"))
+        return PartResult(part_id, points, points, "passed")
     ename, message = _reason(error, hidden_failed)
     timed_out = (isinstance(error, LearnerCrashed) and "timed out" in message) or (
         isinstance(error, LearnerError) and error.ename == "CallTimeout"
@@ -520,4 +410,4 @@ def _score_test(
     output = _error(ename, message, message.splitlines()[:-1])
     cell.outputs.append(output)
     reason = message if ename in ("CheckFailed", "ReferenceUsed") else error_text(output, int(timeout))
-    return PartResult(grade_id, 0.0, points, shorten(reason))
+    return PartResult(part_id, 0.0, points, shorten(reason))

@@ -52,6 +52,7 @@ class ReferenceUsed(RuntimeError):
 
 
 def message(path: str) -> str:
+    """What a learner reads when their code calls the forbidden callable at ``path``."""
     public = path.replace("torch._C._nn.", "torch.nn.functional.")
     return (
         f"This exercise asks for your own implementation, so {public} is not available while your code is "

@@ -89,6 +89,8 @@ def _error(error: BaseException) -> dict:
 
 
 class Server:
+    """The learner's namespace and the three requests on it: run a cell, report names, call a function."""
+
     def __init__(self, forbidden: list[str], timeout: float, reap: bool = False) -> None:
         # Only in the sandbox (its own PID namespace and uid) may kill(-1) be used to end strays.
         self.reap = reap and os.getuid() >= 40000
@@ -202,6 +204,7 @@ class Server:
 
 
 def main(in_fd: int, out_fd: int) -> None:
+    """Serve requests from pipe ``in_fd`` and answer on ``out_fd`` until the grader closes the pipe."""
     requests = os.fdopen(in_fd, "rb", buffering=0)
     answers = os.fdopen(out_fd, "wb")
     hello, _ = wire.read_frame(requests)
