@@ -93,7 +93,7 @@ def decode(tree: object, tensors: dict[str, torch.Tensor]) -> object:
             return node
         if isinstance(node, dict) and len(node) <= 2:
             if "tensor" in node:
-                if node["tensor"] not in tensors:
+                if not isinstance(node["tensor"], str) or node["tensor"] not in tensors:
                     raise WireError(f"unknown tensor {str(node['tensor'])[:20]!r}")
                 return tensors[node["tensor"]]
             if "float" in node:
@@ -113,8 +113,10 @@ def decode(tree: object, tensors: dict[str, torch.Tensor]) -> object:
                     if not (isinstance(pair, list) and len(pair) == 2):
                         raise WireError("malformed dict entry")
                     key = walk(pair[0], depth + 1)
-                    if not isinstance(key, (str, int, float, bool, type(None), tuple)):
-                        raise WireError("unhashable dict key")
+                    try:
+                        hash(key)
+                    except TypeError:
+                        raise WireError("unhashable dict key") from None
                     out[key] = walk(pair[1], depth + 1)
                 return out
             if "opaque" in node:
