@@ -181,3 +181,24 @@ def test_a_learner_gets_and_checks_a_notebook(learner, tmp_path):
     assert re.search(r"^test_attention_weights\s+0 / 2\s", out, re.MULTILINE), out
     assert re.search(r"^total\s+0 / \d", out, re.MULTILINE), out
     assert "error outside the tests" not in out, out
+
+
+def test_the_installed_package_carries_the_corpus_tokenizers_and_checkpoints(learner, tmp_path):
+    script = (
+        "import json\n"
+        "from tfcourse import checkpoints, corpus, subword\n"
+        "held = subword.corpus_ids('bpe', 'heldout')\n"
+        "print(json.dumps({'plays': len(corpus.plays()), 'held': held.numel(),"
+        " 'wordpiece': subword.load_tokenizer('wordpiece').get_vocab_size(),"
+        " 'checkpoints': checkpoints.checkpoint_names(), 'folder': str(checkpoints.CHECKPOINT_DIR)}))"
+    )
+    found = json.loads(
+        _run(
+            [learner.command("python"), "-c", script], cwd=tmp_path, env=learner.env, what="the corpus", timeout=300
+        ).stdout.splitlines()[-1]
+    )
+    assert found["plays"] == 38 and found["held"] > 50_000 and found["wordpiece"] == 2048
+    assert Path(found["folder"]).is_relative_to(learner.venv)
+    from tfcourse import checkpoints
+
+    assert found["checkpoints"] == checkpoints.checkpoint_names()  # every checkpoint of the book is packaged
