@@ -35,6 +35,7 @@ __all__ = [
     "attention_reference",
     "attention_scores",
     "entropy_invariant_scale",
+    "keys_per_query",
     "merge_heads",
     "scaled_dot_product_attention",
     "split_heads",
@@ -72,6 +73,30 @@ def entropy_invariant_scale(n: int | torch.Tensor, head_dim: int, train_len: int
         return torch.log(n.to(torch.float32)) / denominator
     check_positive_int("n", n)
     return math.log(n) / denominator
+
+
+def keys_per_query(
+    tq: int, tk: int, mask: torch.Tensor | None = None, causal: bool = False, device: torch.device | None = None
+) -> torch.Tensor:
+    """How many keys each query may attend to: the ``n`` of :func:`entropy_invariant_scale`, row by row.
+
+    Args:
+        tq, tk: numbers of queries and keys.
+        mask: bool, broadcastable to ``(..., Tq, Tk)``; True = may attend.
+        causal: also apply the bottom-right aligned causal mask (query ``i`` sees ``Tk - Tq + i + 1`` keys).
+        device: where to build the count when ``mask`` is None.
+
+    Returns:
+        ``(..., Tq, 1)`` int64 counts, at least 1 (a fully masked row counts as 1).
+    """
+    device = mask.device if mask is not None else device
+    allowed = torch.ones(tq, tk, dtype=torch.bool, device=device) if mask is None else mask
+    if causal:
+        allowed = allowed & causal_mask(tq, tk, device=device)  # (..., Tq, Tk)
+    counts = allowed.sum(-1, keepdim=True)  # (..., Tq, 1)
+    if counts.shape[-2] != tq:  # a mask without a query axis applies to every query
+        counts = counts.expand(*counts.shape[:-2], tq, 1)
+    return counts.clamp(min=1)
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -251,6 +276,22 @@ def scaled_dot_product_attention(
     return (output, weights) if return_weights else output
 
 
+def _head_multipliers(head_mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``head_mask`` ``(H,)`` or ``(B, H)`` as ``(B|1, H, 1, 1)`` multipliers in ``out``'s dtype."""
+    if not isinstance(head_mask, torch.Tensor):
+        raise TypeError(f"head_mask must be a tensor, got {type(head_mask).__name__}")
+    b, h = out.shape[0], out.shape[1]
+    if head_mask.dim() == 1 and head_mask.shape[0] == h:
+        head_mask = head_mask[None]  # (1, H)
+    elif head_mask.dim() != 2 or head_mask.shape[1] != h or head_mask.shape[0] not in (1, b):
+        raise ValueError(
+            f"head_mask must have shape (H,) = ({h},) or (B, H) = ({b}, {h}), got {tuple(head_mask.shape)}"
+        )
+    if not (head_mask.dtype == torch.bool or head_mask.is_floating_point()):
+        raise TypeError(f"head_mask must be bool or floating point, got {head_mask.dtype}")
+    return head_mask.to(device=out.device, dtype=out.dtype)[:, :, None, None]  # (B|1, H, 1, 1)
+
+
 class AttentionOutput(NamedTuple):
     """What :class:`MultiHeadAttention` returns when weights, scores or a cache are involved."""
 
@@ -283,6 +324,9 @@ class MultiHeadAttention(nn.Module):
             (self-attention only).
         head_dim: Dh, the width of each head; defaults to ``D/H``. T5 sets it on its own (``d_kv``), so
             the heads' total width ``H·Dh`` may differ from D (the output projection maps it back to D).
+        logn_train_len: if given, scale each query's scores by the entropy-invariant
+            ``log(n) / (log(logn_train_len)·√Dh)`` (Su 2021), ``n`` being the number of keys that query may
+            attend to (:func:`keys_per_query`); it equals ``1/√Dh`` where ``n = logn_train_len``.
     """
 
     def __init__(
@@ -297,9 +341,12 @@ class MultiHeadAttention(nn.Module):
         scale: float | None = None,
         rotary: nn.Module | None = None,
         head_dim: int | None = None,
+        logn_train_len: int | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
+        if logn_train_len is not None and scale is not None:
+            raise ValueError(f"give either scale={scale} or logn_train_len={logn_train_len}, not both")
         check_positive_int("num_heads", num_heads)
         if head_dim is None and d_model % num_heads:
             raise ValueError(f"num_heads={num_heads} does not divide d_model={d_model}")
@@ -311,6 +358,9 @@ class MultiHeadAttention(nn.Module):
         vdim = kdim if vdim is None else check_positive_int("vdim", vdim)
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.dropout, self.scale, self.rotary = dropout, scale, rotary
+        if logn_train_len is not None:
+            entropy_invariant_scale(logn_train_len, head_dim, logn_train_len)  # validates it (≥ 2)
+        self.logn_train_len = logn_train_len
         self.q_proj = nn.Linear(d_model, inner, bias=bias)
         self.k_proj = nn.Linear(kdim, inner, bias=bias)
         self.v_proj = nn.Linear(vdim, inner, bias=bias)
@@ -329,6 +379,7 @@ class MultiHeadAttention(nn.Module):
         positions: torch.Tensor | None = None,
         return_weights: bool = False,
         return_scores: bool = False,
+        head_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | AttentionOutput:
         """Attend from ``query`` to ``key``/``value`` (self-attention when ``key`` is None).
 
@@ -346,6 +397,10 @@ class MultiHeadAttention(nn.Module):
             positions: ``(Tq,)`` or ``(B, Tq)`` positions for ``rotary``; default: after the cached ones.
             return_weights: return the attention weights (uses the plain path).
             return_scores: return the raw scores too (plain path), for residual attention (RealFormer).
+            head_mask: ``(H,)`` or ``(B, H)`` multipliers of the heads' outputs before ``out_proj`` (bool or
+                float): 0 removes a head, 1 keeps it (Michel et al. 2019, §2 "head masking"). A float mask
+                that requires grad gives each head's importance as ``|∂loss/∂mask|``. The returned weights
+                stay unmasked.
 
         Returns:
             The ``(B, Tq, D)`` output, or an :class:`AttentionOutput` when weights or scores are requested
@@ -384,20 +439,26 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, H, Tk, Dh): cached + new
         dropout_p = self.dropout if self.training else 0.0
+        scale = self.scale
+        if self.logn_train_len is not None:  # one scale per query row: (..., Tq, 1)
+            n = keys_per_query(q.shape[-2], k.shape[-2], mask, causal, device=q.device)
+            scale = entropy_invariant_scale(n, self.head_dim, self.logn_train_len).to(q.dtype)
         scores = None
         if return_scores:
             # Residual attention needs the raw scores, so run the plain path in its two visible steps.
             if causal:
                 causal_part = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
                 mask = causal_part if mask is None else mask & causal_part
-            scores = attention_scores(q, k, bias, self.scale)  # (B, H, Tq, Tk)
+            scores = attention_scores(q, k, bias, scale)  # (B, H, Tq, Tk)
             out, weights = attention_from_scores(scores, v, mask, dropout_p)
             weights = weights if return_weights else None
         else:
             result = scaled_dot_product_attention(
-                q, k, v, mask, bias, self.scale, dropout_p, return_weights=return_weights, causal=causal
+                q, k, v, mask, bias, scale, dropout_p, return_weights=return_weights, causal=causal
             )
             out, weights = result if return_weights else (result, None)
+        if head_mask is not None:
+            out = out * _head_multipliers(head_mask, out)  # (B, H, Tq, Dh) * (B|1, H, 1, 1)
         out = self.out_proj(merge_heads(out))  # (B, Tq, D)
         if return_weights or return_scores or cache is not None:
             return AttentionOutput(out, weights, cache, scores)

@@ -118,6 +118,8 @@ class TransformerLayer(nn.Module):
         rotary: optional :class:`~tfcourse.positions.RotaryEmbedding` for the self-attention.
         attention_dropout: dropout on the attention weights; defaults to ``dropout``.
         ff_dropout: dropout inside the feed-forward network; defaults to ``dropout`` (BERT uses none there).
+        logn_train_len: use the entropy-invariant log-n score scale in the self-attention, equal to
+            ``1/√Dh`` at this many keys (see :class:`~tfcourse.attention.MultiHeadAttention`).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class TransformerLayer(nn.Module):
         rotary: nn.Module | None = None,
         attention_dropout: float | None = None,
         ff_dropout: float | None = None,
+        logn_train_len: int | None = None,
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -145,7 +148,9 @@ class TransformerLayer(nn.Module):
         self.norm, self.alpha, self.residual_attention = norm, deepnorm_alpha, residual_attention
         attention_dropout = dropout if attention_dropout is None else attention_dropout
         ff_dropout = dropout if ff_dropout is None else ff_dropout
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout, rotary=rotary)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, dropout=attention_dropout, rotary=rotary, logn_train_len=logn_train_len
+        )
         self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout) if cross_attention else None
         self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if cross_attention else None
@@ -173,6 +178,7 @@ class TransformerLayer(nn.Module):
         cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Run the layer on ``x`` ``(B, T, D)``.
 
@@ -187,6 +193,8 @@ class TransformerLayer(nn.Module):
             cache: self-attention :class:`~tfcourse.cache.KVCache` for incremental decoding.
             cross_cache: cross-attention cache holding the projected memory.
             positions: positions for a rotary embedding.
+            head_mask: ``(H,)`` or ``(B, H)`` multipliers of the self-attention heads' outputs (0 removes a
+                head); see :meth:`~tfcourse.attention.MultiHeadAttention.forward`.
 
         Returns:
             ``(B, T, D)``, or ``(hidden, scores)`` for a residual-attention layer.
@@ -204,6 +212,7 @@ class TransformerLayer(nn.Module):
             cache=cache,
             positions=positions,
             return_scores=self.residual_attention,
+            head_mask=head_mask,
         )
         update, scores = (result.output, result.scores) if isinstance(result, AttentionOutput) else (result, None)
         x = self._residual(x, update, self.self_attn_norm)
@@ -303,7 +312,15 @@ class _Stack(nn.Module):
             if given is not None and len(given) != len(self.layers):
                 raise ValueError(f"{name} has {len(given)} entries for {len(self.layers)} layers")
         scores = kwargs.pop("bias", None)
+        head_mask = kwargs.pop("head_mask", None)
+        if head_mask is not None and (
+            not isinstance(head_mask, torch.Tensor) or head_mask.shape[:1] != (len(self.layers),)
+        ):
+            shape = tuple(head_mask.shape) if isinstance(head_mask, torch.Tensor) else type(head_mask).__name__
+            raise ValueError(f"head_mask must have shape (L, H) or (L, B, H) with L = {len(self.layers)}, got {shape}")
         for i, layer in enumerate(self.layers):
+            if head_mask is not None:
+                kwargs["head_mask"] = head_mask[i]  # (H,) or (B, H)
             out = layer(
                 x,
                 bias=scores,
@@ -351,15 +368,21 @@ class Encoder(_Stack):
     """
 
     def forward(
-        self, x: torch.Tensor, *, mask: torch.Tensor | None = None, bias: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, T, D)`` → ``(B, T, D)``.
 
         ``mask`` is as in :class:`TransformerLayer`, e.g. from :func:`tfcourse.masks.attention_mask`.
         ``bias`` is added to every layer's scores (T5 shares one position bias across layers); with
-        residual attention it enters the first layer and flows on inside the scores.
+        residual attention it enters the first layer and flows on inside the scores. ``head_mask``
+        ``(L, H)`` or ``(L, B, H)`` multiplies each layer's self-attention heads' outputs (0 removes a head).
         """
-        return self._run(x, None, None, mask=mask, bias=bias)
+        return self._run(x, None, None, mask=mask, bias=bias, head_mask=head_mask)
 
 
 class Decoder(_Stack):
@@ -385,6 +408,7 @@ class Decoder(_Stack):
         caches: list[KVCache] | None = None,
         cross_caches: list[KVCache] | None = None,
         positions: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode ``x`` ``(B, T, D)``, attending causally to itself and fully to ``memory`` ``(B, S, D)``.
 
@@ -397,7 +421,17 @@ class Decoder(_Stack):
             caches: one self-attention :class:`~tfcourse.cache.KVCache` per layer.
             cross_caches: one cross-attention cache per layer (the projected memory, filled once).
             positions: positions for a rotary embedding.
+            head_mask: ``(L, H)`` or ``(L, B, H)`` multipliers of each layer's self-attention heads' outputs
+                (0 removes a head; cross-attention heads are untouched).
         """
         return self._run(
-            x, caches, cross_caches, mask=mask, bias=bias, memory=memory, memory_mask=memory_mask, positions=positions
+            x,
+            caches,
+            cross_caches,
+            mask=mask,
+            bias=bias,
+            memory=memory,
+            memory_mask=memory_mask,
+            positions=positions,
+            head_mask=head_mask,
         )

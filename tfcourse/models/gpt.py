@@ -36,6 +36,11 @@ class GPTConfig:
         positions: ``"learned"`` (GPT), ``"sinusoidal"`` or ``"rotary"``.
         tie_weights: share the token embedding with the output layer.
         scale_embeddings: multiply token embeddings by √D.
+        attention_scale: ``"standard"`` (``1/√Dh``) or ``"logn"``: the entropy-invariant scale
+            ``log(n) / (log(logn_train_len)·√Dh)`` of Su (2021), ``n`` being the number of tokens a
+            position attends to (:func:`~tfcourse.attention.entropy_invariant_scale`).
+        logn_train_len: the length at which the ``"logn"`` scale equals ``1/√Dh`` (usually the training
+            length); unused with ``"standard"``.
     """
 
     vocab_size: int = 50257
@@ -49,12 +54,18 @@ class GPTConfig:
     positions: str = "learned"
     tie_weights: bool = True
     scale_embeddings: bool = True
+    attention_scale: str = "standard"
+    logn_train_len: int = 512
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} does not divide d_model={self.d_model}")
         if self.positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {self.positions!r}")
+        if self.attention_scale not in ("standard", "logn"):
+            raise ValueError(f"attention_scale must be 'standard' or 'logn', got {self.attention_scale!r}")
+        if self.logn_train_len < 2:
+            raise ValueError(f"logn_train_len must be at least 2 (log 1 = 0), got {self.logn_train_len}")
 
     @classmethod
     def tiny(cls, **overrides) -> GPTConfig:
@@ -75,6 +86,7 @@ class GPT(nn.Module):
         self.decoder = Decoder(
             c.num_layers, c.d_model, c.num_heads, c.d_ff,
             norm=c.norm, dropout=c.dropout, activation="gelu", cross_attention=False, rotary=rotary,
+            logn_train_len=c.logn_train_len if c.attention_scale == "logn" else None,
         )  # fmt: skip
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
@@ -97,6 +109,7 @@ class GPT(nn.Module):
         valid: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         caches: list[KVCache] | None = None,
+        head_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token logits for every position.
 
@@ -109,6 +122,8 @@ class GPT(nn.Module):
                 alone.
             positions: ``(T,)`` or ``(B, T)`` explicit positions (default: derived as above).
             caches: one :class:`~tfcourse.cache.KVCache` per layer, from :meth:`new_caches`.
+            head_mask: ``(L, H)`` (or ``(L, B, H)``) multipliers of every head's output, bool or float:
+                ``head_mask[l, h] = 0`` removes head ``h`` of layer ``l`` (Michel et al. 2019).
 
         Returns:
             ``(B, T, V)`` logits.
@@ -126,12 +141,14 @@ class GPT(nn.Module):
                 positions = (valid.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T): real tokens only
         mask = None if valid is None else attention_mask(valid[:, past:], valid)  # (B, 1, T, Tk)
         x = self.dropout(self.embed(input_ids, positions))
-        x = self.decoder(x, mask=mask, caches=caches, positions=positions)
+        x = self.decoder(x, mask=mask, caches=caches, positions=positions, head_mask=head_mask)
         return self.lm_head(x)  # (B, T, V)
 
-    def loss(self, input_ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self, input_ids: torch.Tensor, valid: torch.Tensor | None = None, head_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean next-token cross-entropy; padded targets are skipped with ``ignore_index=-100``."""
-        logits = self(input_ids, valid=valid)[:, :-1]  # position n predicts token n + 1
+        logits = self(input_ids, valid=valid, head_mask=head_mask)[:, :-1]  # position n predicts token n + 1
         targets = input_ids[:, 1:]
         if valid is not None:
             targets = targets.masked_fill(~valid[:, 1:], -100)
