@@ -20,7 +20,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHECKPOINT_DIR", "checkpoint_names", "load_checkpoint", "load_state", "provenance", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "checkpoint_names",
+    "load_checkpoint",
+    "load_curves",
+    "load_state",
+    "provenance",
+    "save_checkpoint",
+    "save_curves",
+]
 
 CHECKPOINT_DIR = Path(str(resources.files("tfcourse").joinpath("data", "checkpoints")))
 
@@ -45,24 +54,59 @@ def provenance(device: torch.device | str | None = None) -> dict[str, str]:
 
 
 def save_checkpoint(name: str, model: torch.nn.Module, meta: dict, directory: Path | None = None) -> Path:
-    """Write ``model``'s weights (float16) and ``meta`` (its ``config`` dataclass added when it has one)."""
+    """Write ``model``'s weights (float16) and ``meta`` (its ``config`` dataclass added when it has one).
+
+    Tied weights (one tensor under two names, such as GPT's token embedding and output layer) are stored
+    once; ``meta["tied"]`` maps each alias to the name stored, and :func:`load_state` restores the alias.
+    """
     from safetensors.torch import save_file
 
     folder = Path(directory or CHECKPOINT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
+    tensors, tied, seen = {}, {}, {}
     for key, value in model.state_dict().items():
+        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype)
+        if value.numel() and ident in seen:
+            tied[key] = seen[ident]
+            continue
+        seen[ident] = key
         if value.is_floating_point():
             value = value.to(torch.float16)
-        tensors[key] = value.detach().cpu().contiguous()
-    # Tied weights are one tensor in memory but two keys here; safetensors refuses shared storage.
-    tensors = {k: v.clone() for k, v in tensors.items()}
+        # a copy of its own: safetensors refuses tensors that share storage
+        tensors[key] = value.detach().cpu().contiguous().clone()
     config = getattr(model, "config", None)
     if config is not None and dataclasses.is_dataclass(config) and "config" not in meta:
         meta = {**meta, "config": dataclasses.asdict(config)}
+    if tied:
+        meta = {**meta, "tied": tied}
     save_file(tensors, folder / f"{name}.safetensors")
     (folder / f"{name}.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return folder / f"{name}.safetensors"
+
+
+def save_curves(name: str, meta: dict, directory: Path | None = None) -> Path:
+    """Write a curves-only record ``NAME.json`` (no weights): for experiments whose point is how training went,
+    such as comparing runs, where the chapter needs the curves but no model. ``meta`` holds what
+    :func:`save_checkpoint`'s does (script, arguments, curves, provenance)."""
+    folder = Path(directory or CHECKPOINT_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / f"{name}.safetensors").exists():
+        raise ValueError(
+            f"{name!r} is a checkpoint with weights in {folder}; curves-only records need a name of their own"
+        )
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def load_curves(name: str, directory: Path | None = None) -> dict:
+    """The record written by :func:`save_curves` (or the metadata of a checkpoint with weights)."""
+    folder = Path(directory or CHECKPOINT_DIR)
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.json"))) or "none"
+        raise ValueError(f"no curves record named {name!r} in {folder} (known: {known})")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_state(name: str, directory: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,7 +119,10 @@ def load_state(name: str, directory: Path | None = None) -> tuple[dict[str, torc
         known = ", ".join(checkpoint_names(folder)) or "none"
         raise ValueError(f"no checkpoint named {name!r} in {folder} (known: {known})")
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
-    return state, json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    for alias, stored in meta.get("tied", {}).items():
+        state[alias] = state[stored]
+    return state, meta
 
 
 def load_checkpoint(name: str, model_class: type, config_class: type, directory: Path | None = None):
