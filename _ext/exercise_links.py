@@ -2,19 +2,49 @@
 
 ``{exercise} ch04-masks`` renders the exercise's title, points and estimated time from
 ``exercises/catalogue.yml`` with links that open the learner's copy (``exercises/student/<id>.ipynb``)
-in Colab or Binder, or show it on GitHub. The links are made by :func:`launch_links.launch_urls` from the
-repository address set once in ``_config.yml``. An unknown id or a missing student notebook is a build error.
+in Colab or Binder, or show it on GitHub, followed by the list of its graded parts with their points. A
+part's title is the heading above its test cell in the notebook (``## 2. The causal mask (2 points)``), its
+points are the catalogue's (which ``tfcourse.grading.catalogue`` checks against the notebook's nbgrader
+metadata). The links are made by :func:`launch_links.launch_urls` from the repository address set once in
+``_config.yml``. An unknown id, a missing student notebook, or a catalogue part the notebook lacks is a build
+error.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import nbformat
 import yaml
 from docutils import nodes
 from launch_links import launch_urls  # _ext/ is on sys.path: Jupyter Book puts local_extensions' folder there
 from sphinx.errors import ExtensionError
 from sphinx.util.docutils import SphinxDirective
+
+_HEADING = re.compile(r"^#{2,3}\s+(?:Part\s+)?(?:\d+[.:]\s*)?(?P<title>.+?)\s*(?:\(\s*[\d.]+\s+points?\s*\))?\s*$")
+
+
+def _points(value: float) -> str:
+    text = f"{value:g}"
+    return f"{text} point" if text == "1" else f"{text} points"
+
+
+def part_titles(notebook: Path) -> dict[str, str]:
+    """``{grade_id: title}`` of a notebook's graded test cells: the last level-2/3 heading above each one."""
+    nb = nbformat.read(notebook, as_version=4)
+    titles, heading = {}, None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                match = _HEADING.match(line)
+                if match:
+                    heading = match.group("title")
+            continue
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            titles[str(meta.get("grade_id"))] = heading or str(meta.get("grade_id")).removeprefix("test_")
+    return titles
 
 
 class ExerciseDirective(SphinxDirective):
@@ -43,7 +73,21 @@ class ExerciseDirective(SphinxDirective):
         paragraph += nodes.Text(" Run the test cell under each part as you go, or check the whole notebook with ")
         paragraph += nodes.literal(text=f"tfcourse check {exercise_id}.ipynb")
         paragraph += nodes.Text(".")
-        return [paragraph]
+        titles = part_titles(root / path)
+        parts = nodes.enumerated_list(classes=["exercise-parts"])
+        for part in entry["parts"]:
+            if part["id"] not in titles:
+                raise ExtensionError(f"{path} has no graded test cell {part['id']!r} listed in the catalogue")
+            item = nodes.list_item()
+            line = nodes.paragraph()
+            line += nodes.Text(f"{titles[part['id']]} ")
+            line += nodes.emphasis(text=f"({_points(float(part['points']))})")
+            item += line
+            parts += item
+        heading = nodes.paragraph(text=f"Its {len(entry['parts'])} graded parts:")
+        self.env.note_dependency(str(root / path))
+        self.env.note_dependency(str(root / "exercises" / "catalogue.yml"))
+        return [paragraph, heading, parts]
 
 
 def setup(app):

@@ -89,3 +89,42 @@ def test_plot_tokens_rejects_bad_input(rows, kwargs, match):
     with pytest.raises(ValueError, match=match):
         plot_tokens(rows, **kwargs)
     plt.close("all")
+
+
+def test_new_figures_fit_the_column_and_use_the_book_colours():
+    from tfcourse.style import COLUMN_WIDTH, PALETTE, SEQUENTIAL
+    from tfcourse.viz import plot_attention, plot_mask, plot_matrix, plot_tokens
+
+    axes = [
+        plot_matrix(torch.rand(3, 3)),
+        plot_mask(torch.ones(4, 4, dtype=torch.bool).tril()),
+        plot_attention(torch.rand(5, 5).softmax(-1)),
+        plot_curves([1, 2, 3], {"a": [1, 2, 3]}),
+        plot_tokens([["token"] * 40], categories=[[1] * 40], category_names=["one"]),
+    ]
+    for ax in axes:
+        width, height = ax.figure.get_size_inches()
+        assert 0 < width <= COLUMN_WIDTH + 1e-9 and 0 < height <= COLUMN_WIDTH, (width, height)
+    assert axes[0].images[0].get_cmap().name == SEQUENTIAL
+    assert axes[2].images[0].get_cmap().name == SEQUENTIAL
+    first_colour = np.array(axes[4].patches[0].get_facecolor()[:3])
+    np.testing.assert_allclose(first_colour, [int(PALETTE[0][i : i + 2], 16) / 255 for i in (1, 3, 5)], atol=1e-6)
+    plt.close("all")
+
+
+def test_book_style_sizes_fonts_and_palette():
+    import matplotlib as mpl
+
+    from tfcourse.style import COLUMN_WIDTH, PALETTE, book_style, figsize, use_book_style
+
+    assert figsize(0.5) == (COLUMN_WIDTH, COLUMN_WIDTH / 2)
+    assert figsize(1.0, 0.5) == (COLUMN_WIDTH / 2, COLUMN_WIDTH / 2)
+    with pytest.raises(ValueError, match="width"):
+        figsize(0.5, 1.5)
+    style = book_style()
+    assert style["figure.figsize"][0] == COLUMN_WIDTH and style["font.size"] >= 8
+    with mpl.rc_context():
+        use_book_style(svg=False)
+        assert [mpl.colors.to_hex(c) for c in mpl.rcParams["axes.prop_cycle"].by_key()["color"]] == [
+            c.lower() for c in PALETTE
+        ]

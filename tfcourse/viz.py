@@ -1,7 +1,9 @@
 """Plotting helpers shared by the book's chapters (matplotlib).
 
 Chapters call these instead of repeating plotting code, so every figure of one kind looks the same.
-Each function draws into a given ``ax`` (or a new figure) and returns the axes.
+Each function draws into a given ``ax`` (or a new figure sized for the book's column by
+:func:`tfcourse.style.figsize`) and returns the axes. Colours come from :mod:`tfcourse.style`: the
+sequential colormap for magnitudes, the Okabe–Ito palette for categories.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
+
+from .style import PALETTE, SEQUENTIAL, figsize
 
 __all__ = ["plot_attention", "plot_curves", "plot_mask", "plot_matrix", "plot_tokens"]
 
 
-def _axes(ax: Axes | None, size: tuple[float, float] = (4, 4)) -> Axes:
-    return ax if ax is not None else plt.subplots(figsize=size)[1]
+def _axes(ax: Axes | None, size: tuple[float, float] | None = None) -> Axes:
+    """``ax``, or the axes of a new figure of ``size`` inches (default: half the column wide, square)."""
+    return ax if ax is not None else plt.subplots(figsize=size or figsize(1.0, 0.5))[1]
 
 
 def plot_matrix(
@@ -26,7 +32,7 @@ def plot_matrix(
     title: str | None = None,
     xlabel: str = "",
     ylabel: str = "",
-    cmap: str = "viridis",
+    cmap: str = SEQUENTIAL,
     colorbar: bool = True,
     **imshow,
 ) -> Axes:
@@ -72,7 +78,7 @@ def plot_attention(
     tokens: Sequence[str] | None = None,
 ) -> Axes:
     """Draw one head's ``(Tq, Tk)`` attention weights, optionally labelled with the tokens."""
-    ax = plot_matrix(weights, ax=ax, title=title, cmap="magma", vmin=0)
+    ax = plot_matrix(weights, ax=ax, title=title, cmap=SEQUENTIAL, vmin=0)
     if tokens is not None:
         ax.set_xticks(range(len(tokens)), tokens, rotation=90)
         ax.set_yticks(range(len(tokens)), tokens)
@@ -147,7 +153,7 @@ def plot_curves(
         if logy and bool((ys <= 0).any()):
             raise ValueError(f"logy=True needs positive values, but curves[{label!r}] has minimum {ys.min().item()}")
         series[str(label)] = ys
-    ax = _axes(ax, (5, 3.5))
+    ax = _axes(ax, figsize(0.62, 0.75))
     for label, ys in series.items():
         ax.plot(xs.numpy(), ys.numpy(), label=label, **plot)
     if logx:
@@ -155,7 +161,6 @@ def plot_curves(
     if logy:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(alpha=0.3)
     if legend:
         ax.legend()
     return ax
@@ -208,11 +213,11 @@ def plot_tokens(
         raise ValueError(f"row_labels has {len(row_labels)} entries for {len(rows)} rows")
     width = max(len(row) for row in rows)
     longest = max([len(token) for row in rows for token in row] + [3])
-    ax = _axes(ax, (min((longest * 0.09 + 0.25) * width + 1.5, 10), 0.5 * len(rows) + 0.8))
+    ax = _axes(ax, (min((longest * 0.09 + 0.25) * width + 1.5, figsize()[0]), 0.45 * len(rows) + 0.7))
     # Shrink the text when the cells are narrow: a monospace glyph is about 0.6 em wide.
     cell_points = ax.figure.get_figwidth() * ax.get_position().width * 72 / width
     fontsize = max(5.0, min(9.0, 0.9 * cell_points / (0.6 * longest)))
-    colours = plt.get_cmap("tab10").colors
+    colours = [to_rgb(c) for c in PALETTE]
     for r, (row, cats) in enumerate(zip(rows, categories, strict=True)):
         for t, (token, k) in enumerate(zip(row, cats, strict=True)):
             face = "white" if int(k) == 0 else (*colours[(int(k) - 1) % len(colours)][:3], 0.45)
