@@ -57,6 +57,7 @@ class KVCache:
         self.keys = torch.zeros(batch_size, num_heads, max_len, head_dim, dtype=dtype, device=device)
         self.values = torch.zeros(batch_size, num_heads, max_len, value_dim, dtype=dtype, device=device)
         self.length = 0
+        self._spare: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def max_len(self) -> int:
@@ -97,6 +98,29 @@ class KVCache:
         self.values[:, :, start:stop] = values
         self.length = stop
         return self.keys[:, :, :stop], self.values[:, :, :stop]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Replace row ``i`` of the cache by row ``index[i]``, in place (beam search's hand-over).
+
+        When beam search keeps the continuation of beam ``j`` in slot ``i``, slot ``i`` must attend to beam
+        ``j``'s history from then on. The rows are gathered into a second pair of buffers, allocated on the
+        first call and reused after it, which then become the cache: no allocation per step.
+
+        Args:
+            index: ``(B,)`` integer tensor of source rows, each in ``[0, B)``; rows may repeat.
+        """
+        b = self.keys.shape[0]
+        if not isinstance(index, torch.Tensor) or index.dtype not in (torch.long, torch.int):
+            raise TypeError(f"index must be an integer tensor, got {getattr(index, 'dtype', type(index))}")
+        if tuple(index.shape) != (b,):
+            raise ValueError(f"index must have shape (B,) = ({b},), got {tuple(index.shape)}")
+        if self._spare is None:
+            self._spare = (torch.empty_like(self.keys), torch.empty_like(self.values))
+        spare_keys, spare_values = self._spare
+        torch.index_select(self.keys, 0, index, out=spare_keys)  # (B, H, max_len, Dh)
+        torch.index_select(self.values, 0, index, out=spare_values)
+        self._spare = (self.keys, self.values)
+        self.keys, self.values = spare_keys, spare_values
 
     def reset(self) -> None:
         """Forget everything cached (the buffers are kept for reuse)."""

@@ -18,11 +18,22 @@ from typing import NamedTuple
 import torch
 
 from tfcourse._checks import check_nonnegative_int, check_rank
+from tfcourse._decoding import check_context, check_left_padded
+from tfcourse.beam_search import BeamSearchOutput, beam_search
 from tfcourse.models._embedding import check_token_ids
 from tfcourse.models.gpt import GPT
 from tfcourse.models.seq2seq import Seq2Seq
 
-__all__ = ["GenerationOutput", "choose_next_token", "generate", "generate_seq2seq", "top_k_filter", "top_p_filter"]
+__all__ = [
+    "BeamSearchOutput",
+    "GenerationOutput",
+    "beam_search",
+    "choose_next_token",
+    "generate",
+    "generate_seq2seq",
+    "top_k_filter",
+    "top_p_filter",
+]
 
 
 class GenerationOutput(NamedTuple):
@@ -111,21 +122,6 @@ def _decode_loop(
     return GenerationOutput(tokens, valid, logits_out)
 
 
-def _check_left_padded(prompt_ids: torch.Tensor, prompt_valid: torch.Tensor | None) -> torch.Tensor:
-    if prompt_valid is None:
-        return torch.ones_like(prompt_ids, dtype=torch.bool)
-    if prompt_valid.dtype != torch.bool or prompt_valid.shape != prompt_ids.shape:
-        raise ValueError(
-            f"prompt_valid must be a bool tensor shaped like prompt_ids {tuple(prompt_ids.shape)}, "
-            f"got {prompt_valid.dtype} {tuple(prompt_valid.shape)}"
-        )
-    if bool((prompt_valid[:, 1:].long() < prompt_valid[:, :-1].long()).any()):
-        raise ValueError("prompts must be left-padded: in each row of prompt_valid, False may only precede True")
-    if not bool(prompt_valid[:, -1].all()):
-        raise ValueError("every prompt needs at least one real token (prompt_valid has an all-False row)")
-    return prompt_valid
-
-
 @torch.no_grad()
 def generate(
     model: GPT,
@@ -155,13 +151,8 @@ def generate(
     """
     check_token_ids("prompt_ids", prompt_ids, model.config.vocab_size)
     check_nonnegative_int("max_new_tokens", max_new_tokens)
-    valid = _check_left_padded(prompt_ids, prompt_valid)
-    total = prompt_ids.shape[1] + max_new_tokens
-    if total > model.config.max_len:
-        raise ValueError(
-            f"a prompt of {prompt_ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
-            f"context of max_len={model.config.max_len} tokens"
-        )
+    valid = check_left_padded(prompt_ids, prompt_valid)
+    total = check_context(prompt_ids.shape[1], max_new_tokens, model.config.max_len)
     caches = model.new_caches(prompt_ids.shape[0], total) if use_cache else None
 
     def next_logits(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,9 @@ class GPTConfig:
             position attends to (:func:`~tfcourse.attention.entropy_invariant_scale`).
         logn_train_len: the length at which the ``"logn"`` scale equals ``1/√Dh`` (usually the training
             length); unused with ``"standard"``.
+        activation: feed-forward activation: ``"gelu"`` (exact), ``"gelu_tanh"`` (the tanh approximation,
+            GPT-2's ``gelu_new``) or ``"relu"``.
+        layer_norm_eps: LayerNorm epsilon.
     """
 
     vocab_size: int = 50257
@@ -56,6 +59,8 @@ class GPTConfig:
     scale_embeddings: bool = True
     attention_scale: str = "standard"
     logn_train_len: int = 512
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
@@ -85,12 +90,24 @@ class GPT(nn.Module):
         rotary = RotaryEmbedding(c.d_model // c.num_heads) if c.positions == "rotary" else None
         self.decoder = Decoder(
             c.num_layers, c.d_model, c.num_heads, c.d_ff,
-            norm=c.norm, dropout=c.dropout, activation="gelu", cross_attention=False, rotary=rotary,
-            logn_train_len=c.logn_train_len if c.attention_scale == "logn" else None,
+            norm=c.norm, dropout=c.dropout, activation=c.activation, cross_attention=False, rotary=rotary,
+            layer_norm_eps=c.layer_norm_eps, logn_train_len=c.logn_train_len if c.attention_scale == "logn" else None,
         )  # fmt: skip
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.embed.tokens.weight
+
+    @classmethod
+    def from_hf(cls, hf_model) -> GPT:
+        """Copy a Hugging Face ``GPT2LMHeadModel`` (or ``GPT2Model``) into an equivalent :class:`GPT`.
+
+        GPT-2 is this class with learned positions, pre-LN, tied embeddings that are not scaled by √D,
+        and the tanh approximation of GELU; its ``Conv1D`` weights are stored transposed (``in × out``)
+        and the query, key and value projections fused into one. See :mod:`tfcourse.models._gpt2_hf`.
+        """
+        from tfcourse.models._gpt2_hf import load_gpt2
+
+        return load_gpt2(cls, hf_model)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         """One empty :class:`~tfcourse.cache.KVCache` per layer, on this model's device and dtype."""
