@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tfcourse.analysis import ablate_heads, record_attention, softmax_jacobian, subspace_overlap
+from tfcourse.analysis import ablate_heads, head_divergence, record_attention, softmax_jacobian, subspace_overlap
 from tfcourse.attention import MultiHeadAttention, merge_heads, scaled_dot_product_attention, split_heads
 from tfcourse.cache import KVCache
 from tfcourse.masks import lengths_to_mask
@@ -186,3 +186,39 @@ def test_subspace_overlap_is_a_mean_squared_cosine():
     a = torch.tensor([[1.0, 0.0]])
     b = torch.tensor([[math.cos(theta), math.sin(theta)]])
     assert float(subspace_overlap(a, b)) == pytest.approx(math.cos(theta) ** 2, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ head divergence
+
+
+def test_head_divergence_matches_kl_from_torch_distributions(gen):
+    from torch.distributions import Categorical, kl_divergence
+
+    weights = torch.randn(2, 3, 4, 5, generator=gen).softmax(-1)  # (B, N, Tq, Tk)
+    weights[0, 2, 1] = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])  # a one-hot row (zeros in p)
+    got = head_divergence(weights)
+    expected = torch.zeros(3, 3)
+    for i in range(3):
+        for j in range(3):
+            p, q = weights[:, i].double(), weights[:, j].double()
+            m = Categorical(probs=(p + q) / 2)
+            js = (kl_divergence(Categorical(probs=p), m) + kl_divergence(Categorical(probs=q), m)) / 2
+            expected[i, j] = js.mean() / math.log(2)  # nats to bits, averaged over (B, Tq)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got, got.T)
+
+
+def test_head_divergence_bounds_and_masked_rows():
+    eye = torch.eye(4)  # each query attends to itself
+    shifted = torch.roll(eye, 1, dims=-1)  # each query attends to another key
+    weights = torch.stack([eye, eye, shifted])[None]  # (1, 3, 4, 4)
+    got = head_divergence(weights)
+    assert float(got[0, 1]) == pytest.approx(0.0, abs=1e-7)
+    assert float(got[0, 2]) == pytest.approx(1.0, abs=1e-6)  # disjoint keys: one bit
+    masked = weights.clone()
+    masked[0, 2, 0] = 0  # a fully masked query of head 2 is left out of its averages
+    assert float(head_divergence(masked)[0, 2]) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="non-negative"):
+        head_divergence(-weights)
+    with pytest.raises(ValueError, match="weights"):
+        head_divergence(eye)

@@ -10,6 +10,7 @@ and ablation work through temporary hooks that are removed when the ``with`` blo
 - :func:`softmax_jacobian` gives ``∂softmax(x)/∂x = diag(p) − p pᵀ``, whose size shows how much gradient a
   softmax lets through.
 - :func:`subspace_overlap` measures how much two heads' projection subspaces share.
+- :func:`head_divergence` measures how differently heads attend (Jensen–Shannon divergence).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 from tfcourse._checks import check_floating, check_min_rank, check_rank, check_tensor
 from tfcourse.attention import MultiHeadAttention
 
-__all__ = ["ablate_heads", "record_attention", "softmax_jacobian", "subspace_overlap"]
+__all__ = ["ablate_heads", "head_divergence", "record_attention", "softmax_jacobian", "subspace_overlap"]
 
 
 def _check_attention_modules(modules: Mapping[str, nn.Module]) -> None:
@@ -169,3 +170,41 @@ def subspace_overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     v = torch.linalg.qr(b.detach().double().T).Q  # (D, kb)
     cosines = u.T @ v  # (ka, kb)
     return (cosines.pow(2).sum() / min(u.shape[1], v.shape[1])).float()
+
+
+def head_divergence(weights: torch.Tensor) -> torch.Tensor:
+    """How differently ``N`` heads attend: the mean Jensen–Shannon divergence between every pair of heads'
+    attention distributions over the same queries and keys, in bits (0 = identical, 1 = disjoint keys).
+
+    For one query, heads ``i`` and ``j`` give distributions ``p`` and ``q`` over the keys, and
+    ``JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m)`` with ``m = (p + q)/2``; unlike KL it is symmetric and bounded.
+    The result averages it over the batch and the queries. Rows of zeros (fully masked queries) are skipped.
+
+    Args:
+        weights: ``(B, N, Tq, Tk)`` attention weights of ``N`` heads, e.g. every layer's ``(B, H, Tq, Tk)``
+            weights concatenated along the head axis.
+
+    Returns:
+        ``(N, N)`` float32, symmetric, zero on the diagonal.
+    """
+    check_tensor("weights", weights)
+    check_floating("weights", weights)
+    check_rank("weights", weights, 4)
+    if bool((weights < 0).any()):
+        raise ValueError("weights must be non-negative (attention probabilities)")
+    n = weights.shape[1]
+    total = torch.zeros(n, n, dtype=torch.float64, device=weights.device)
+    count = torch.zeros(n, n, dtype=torch.float64, device=weights.device)
+
+    def kl_bits(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # Σ_k x log2(x / y), with 0 log 0 = 0
+        return torch.where(x > 0, x * (x.clamp_min(1e-30).log2() - y.clamp_min(1e-30).log2()), 0).sum(-1)
+
+    for example in weights.detach().double():  # (N, Tq, Tk): one example at a time keeps memory small
+        p, q = example[:, None], example[None]  # (N, 1, Tq, Tk), (1, N, Tq, Tk)
+        m = (p + q) / 2  # (N, N, Tq, Tk)
+        js = (kl_bits(p, m) + kl_bits(q, m)) / 2  # (N, N, Tq)
+        rows = example.sum(-1) > 0  # (N, Tq): queries with any weight
+        both = (rows[:, None] & rows[None]).double()  # (N, N, Tq)
+        total += (js * both).sum(-1)
+        count += both.sum(-1)
+    return (total / count.clamp_min(1)).fill_diagonal_(0).float()
