@@ -11,6 +11,8 @@ and ablation work through temporary hooks that are removed when the ``with`` blo
   softmax lets through.
 - :func:`subspace_overlap` measures how much two heads' projection subspaces share.
 - :func:`head_divergence` measures how differently heads attend (Jensen–Shannon divergence).
+- :func:`keys_for_mass` and :func:`top_k_mass` measure how sparse attention weights are: how many keys hold
+  most of a query's weight, and how much weight its few largest keys hold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from torch import nn
 from tfcourse._checks import check_floating, check_min_rank, check_rank, check_tensor
 from tfcourse.attention import MultiHeadAttention
 
-__all__ = ["ablate_heads", "head_divergence", "record_attention", "softmax_jacobian", "subspace_overlap"]
+__all__ = [
+    "ablate_heads",
+    "head_divergence",
+    "keys_for_mass",
+    "record_attention",
+    "softmax_jacobian",
+    "subspace_overlap",
+    "top_k_mass",
+]
 
 
 def _check_attention_modules(modules: Mapping[str, nn.Module]) -> None:
@@ -208,3 +218,56 @@ def head_divergence(weights: torch.Tensor) -> torch.Tensor:
         total += (js * both).sum(-1)
         count += both.sum(-1)
     return (total / count.clamp_min(1)).fill_diagonal_(0).float()
+
+
+def _sorted_rows(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    check_tensor("weights", weights)
+    check_floating("weights", weights)
+    check_min_rank("weights", weights, 1)
+    if bool((weights < 0).any()):
+        raise ValueError("weights must be non-negative (attention probabilities)")
+    w = weights.detach().float()
+    return w.sort(dim=-1, descending=True).values, w.sum(dim=-1)  # (..., Tk), (...)
+
+
+def keys_for_mass(weights: torch.Tensor, mass: float = 0.9) -> torch.Tensor:
+    """How many keys each query needs to collect ``mass`` of its attention: the smallest ``k`` such that its
+    ``k`` largest weights sum to at least ``mass`` of the row's total.
+
+    A uniform row over ``n`` keys needs ``⌈mass·n⌉`` of them, a one-hot row one. Masked keys carry zero weight,
+    so they are never needed; an all-zero row (a fully masked query) needs 0. Child et al. (2019, §4.1) observed
+    that trained attention is mostly sparse in this sense, which motivates fixing the sparse set in advance.
+
+    Args:
+        weights: ``(..., Tk)`` non-negative attention weights, e.g. ``(B, H, Tq, Tk)``.
+        mass: the fraction of each row's weight to collect, in ``(0, 1]``.
+
+    Returns:
+        ``(...)`` int64 counts, e.g. ``(B, H, Tq)``.
+    """
+    if not 0.0 < mass <= 1.0:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    ordered, total = _sorted_rows(weights)
+    before = ordered.cumsum(dim=-1) - ordered  # (..., Tk): weight of the strictly larger keys
+    # A key is needed while the larger keys fall short of the target (a little slack absorbs rounding).
+    target = (mass * total - 1e-6 * total)[..., None]  # (..., 1)
+    needed = (before < target) & (ordered > 0)
+    return needed.sum(dim=-1)
+
+
+def top_k_mass(weights: torch.Tensor, k: int) -> torch.Tensor:
+    """The fraction of each query's attention that its ``k`` largest weights hold (1 when ``k ≥ Tk``;
+    0 for an all-zero row).
+
+    Args:
+        weights: ``(..., Tk)`` non-negative attention weights.
+        k: how many keys to keep per query, at least 1.
+
+    Returns:
+        ``(...)`` float32 fractions in ``[0, 1]``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    ordered, total = _sorted_rows(weights)
+    kept = total - ordered[..., k:].sum(dim=-1)  # (...): exactly the total when nothing is left out
+    return torch.where(total > 0, kept / total.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(kept))
