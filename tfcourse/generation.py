@@ -29,6 +29,7 @@ __all__ = [
     "GenerationOutput",
     "beam_search",
     "choose_next_token",
+    "filter_logits",
     "generate",
     "generate_seq2seq",
     "top_k_filter",
@@ -47,25 +48,61 @@ class GenerationOutput(NamedTuple):
     """``(B, N, V)`` float32 logits each step chose from, if requested."""
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest logits of each row; the rest get the dtype's minimum (probability 0)."""
+def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Keep the ``k`` largest logits of each row; the rest get the dtype's minimum (probability 0).
+
+    Tokens tied with the ``k``-th largest logit are all kept. ``k`` is raised to ``min_tokens_to_keep`` and
+    capped at the vocabulary size (Hugging Face's ``TopKLogitsWarper`` does the same).
+    """
     if not 1 <= k:
         raise ValueError(f"top_k must be at least 1, got {k}")
-    k = min(k, logits.shape[-1])
+    k = min(max(k, min_tokens_to_keep), logits.shape[-1])
     kth_largest = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1)
     return logits.masked_fill(logits < kth_largest, torch.finfo(logits.dtype).min)
 
 
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches ``p``."""
+def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al. 2020): keep the smallest set of most likely tokens whose
+    probability reaches ``p``; the rest get the dtype's minimum (probability 0).
+
+    Walking up from the least likely token, a token is dropped while the probability of itself and every
+    less likely token stays at most ``1 - p``, so what remains has probability at least ``p`` (Hugging
+    Face's ``TopPLogitsWarper`` walks the same way). The ``min_tokens_to_keep`` most likely tokens always
+    stay. Tokens tied with the least likely kept token are all kept, as in :func:`top_k_filter`, so the
+    result never depends on how a sort orders equal values.
+    """
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.float().softmax(dim=-1)
-    before = probs.cumsum(dim=-1) - probs  # probability of the strictly more likely tokens
-    drop_sorted = before >= p  # the most likely token always stays (before = 0)
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
+    if not 1 <= min_tokens_to_keep:
+        raise ValueError(f"min_tokens_to_keep must be at least 1, got {min_tokens_to_keep}")
+    ascending = logits.sort(dim=-1).values  # (..., V) least likely first
+    tail = ascending.float().softmax(dim=-1).cumsum(dim=-1)  # probability of this token and all less likely
+    drop = tail <= 1 - p  # True on a prefix of the ascending order
+    drop[..., -min_tokens_to_keep:] = False  # the most likely tokens always stay
+    least_kept = ascending.gather(-1, (~drop).int().argmax(dim=-1, keepdim=True))  # (..., 1)
+    return logits.masked_fill(logits < least_kept, torch.finfo(logits.dtype).min)
+
+
+def filter_logits(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_tokens_to_keep: int = 1,
+) -> torch.Tensor:
+    """The float32 logits sampling draws from: divided by ``temperature``, then top-k, then top-p filtered.
+
+    Filtered tokens hold the dtype's minimum, so ``softmax`` gives them probability exactly 0.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive when sampling, got {temperature}")
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k, min_tokens_to_keep)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p, min_tokens_to_keep)
+    return logits
 
 
 def choose_next_token(
@@ -75,21 +112,18 @@ def choose_next_token(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_tokens_to_keep: int = 1,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick one token per row from ``(B, V)`` logits: the argmax, or a sample after temperature,
-    top-k and top-p filtering. Returns ``(B,)`` ids."""
+    top-k and top-p filtering (:func:`filter_logits`). Returns ``(B,)`` ids."""
     check_rank("logits", logits, 2)
     if not do_sample:
         return logits.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive when sampling, got {temperature}")
-    logits = logits.float() / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    probs = logits.softmax(dim=-1)
+    filtered = filter_logits(
+        logits, temperature=temperature, top_k=top_k, top_p=top_p, min_tokens_to_keep=min_tokens_to_keep
+    )
+    probs = filtered.softmax(dim=-1)
     sample_device = generator.device if generator is not None else probs.device
     return torch.multinomial(probs.to(sample_device), 1, generator=generator).squeeze(-1).to(logits.device)
 
@@ -146,7 +180,7 @@ def generate(
         eos_token_id: a row stops after producing it; later positions hold ``pad_token_id``.
         pad_token_id: filler after a row has finished.
         return_logits: also return each step's logits.
-        **sampling: ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``generator`` for
+        **sampling: ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_tokens_to_keep``, ``generator`` for
             :func:`choose_next_token` (greedy by default).
     """
     check_token_ids("prompt_ids", prompt_ids, model.config.vocab_size)
