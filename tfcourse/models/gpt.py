@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tfcourse.blocks import Decoder
 from tfcourse.cache import KVCache
+from tfcourse.losses import cross_entropy
 from tfcourse.masks import attention_mask
 from tfcourse.models._embedding import POSITION_KINDS, TokenEmbedding
 from tfcourse.positions import RotaryEmbedding
@@ -162,11 +162,20 @@ class GPT(nn.Module):
         return self.lm_head(x)  # (B, T, V)
 
     def loss(
-        self, input_ids: torch.Tensor, valid: torch.Tensor | None = None, head_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        *,
+        label_smoothing: float = 0.0,
     ) -> torch.Tensor:
-        """Mean next-token cross-entropy; padded targets are skipped with ``ignore_index=-100``."""
+        """Mean next-token cross-entropy; padded targets are skipped with ``ignore_index=-100``.
+
+        ``label_smoothing`` = ε mixes in the cross-entropy with the uniform distribution
+        (:func:`tfcourse.losses.cross_entropy`).
+        """
         logits = self(input_ids, valid=valid, head_mask=head_mask)[:, :-1]  # position n predicts token n + 1
         targets = input_ids[:, 1:]
         if valid is not None:
             targets = targets.masked_fill(~valid[:, 1:], -100)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=-100)

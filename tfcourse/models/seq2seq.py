@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tfcourse.blocks import Decoder, Encoder
 from tfcourse.cache import KVCache
+from tfcourse.losses import cross_entropy
 from tfcourse.masks import attention_mask
 from tfcourse.models._embedding import TokenEmbedding, check_token_ids
 
@@ -31,7 +31,7 @@ def shift_targets(
         targets: ``(B, T)`` target ids (ending in EOS, right-padded with ``pad_id``).
         bos_id: the start token that opens every decoder input.
         pad_id: the padding id.
-        ignore_index: label for padded positions (skipped by ``F.cross_entropy``).
+        ignore_index: label for padded positions (skipped by the loss).
 
     Returns:
         ``(tgt_in, tgt_out)``, both ``(B, T)``: ``tgt_in = [BOS, y_1, …, y_{T-1}]`` and ``tgt_out`` = the
@@ -130,11 +130,17 @@ class Seq2Seq(nn.Module):
         src_valid = self.source_valid(src_ids, src_valid)
         return self.decode(tgt_in, self.encode(src_ids, src_valid), src_valid)
 
-    def loss(self, src_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Cross-entropy of teacher-forced predictions; padded targets are ignored (``ignore_index``)."""
+    def loss(
+        self, src_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean", *, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """Cross-entropy of teacher-forced predictions; padded targets are ignored (``ignore_index``).
+
+        ``label_smoothing`` = ε as in Vaswani et al. (2017, §5.4), who train with ε = 0.1
+        (:func:`tfcourse.losses.cross_entropy`).
+        """
         tgt_in, tgt_out = shift_targets(targets, self.config.bos_id, self.config.pad_id)
         logits = self(src_ids, tgt_in)
-        losses = F.cross_entropy(logits.transpose(1, 2), tgt_out, ignore_index=-100, reduction=reduction)
+        losses = cross_entropy(logits, tgt_out, label_smoothing=label_smoothing, ignore_index=-100, reduction=reduction)
         return losses  # scalar, or (B, T) with reduction="none"
 
     def new_caches(self, batch_size: int, source_len: int, max_len: int | None = None):
