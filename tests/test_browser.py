@@ -265,3 +265,72 @@ def test_every_launch_link_opens_a_notebook_of_the_repository(browser, site, pag
     for service, paths in expected_launch_targets(page_name).items():
         problems += [f"no {service} link opens {path}" for path in sorted(paths - opened[service])]
     assert not problems, "\n".join(problems)
+
+
+CHAPTER_PAGES = [p for p in toc_pages() if p.startswith("chapters/")]
+
+_FIGURE_AUDIT = """() => {
+  const article = document.querySelector("main") || document.body;
+  const problems = [];
+  for (const img of article.querySelectorAll("img")) {
+    if (img.closest(".header-article, .bd-header, nav, .navbar-brand")) continue;
+    const src = img.currentSrc || img.src;
+    const svg = /\\.svg(\\?|$)/i.test(src) || src.startsWith("data:image/svg");
+    const shown = img.getBoundingClientRect().width;
+    if (!svg && img.naturalWidth > 2 * shown + 1)
+      problems.push(`${src}: ${img.naturalWidth} px shown at ${Math.round(shown)} px (below half resolution)`);
+    const alt = (img.getAttribute("alt") || "").trim();
+    if (alt.split(/\\s+/).length < 3 || /\\.(svg|png|jpe?g)$/i.test(alt) || alt === "_images")
+      problems.push(`${src}: alt text ${JSON.stringify(alt)} does not describe the figure`);
+    if (img.closest(".cell_output")) {
+      const figure = img.closest("figure");
+      const caption = figure && figure.querySelector("figcaption");
+      if (!caption || caption.innerText.trim().split(/\\s+/).length < 4)
+        problems.push(`${src}: a figure without a caption`);
+      else if (!/^(Fig\\.|Figure)\\s*\\d+/.test(caption.innerText.trim()))
+        problems.push(`${src}: the caption is not numbered: ${caption.innerText.slice(0, 40)}`);
+    }
+  }
+  for (const el of article.querySelectorAll("*")) {
+    const overflow = getComputedStyle(el).overflowX;
+    if ((overflow === "auto" || overflow === "scroll") && el.scrollWidth > el.clientWidth + 2)
+      problems.push(`<${el.tagName.toLowerCase()} class="${el.className}"> scrolls sideways ` +
+                    `(${el.scrollWidth} px of content in ${el.clientWidth} px): ` +
+                    JSON.stringify(el.innerText.slice(0, 60)));
+  }
+  return problems;
+}"""
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page_name", CHAPTER_PAGES)
+def test_figures_are_sharp_numbered_captioned_and_nothing_scrolls_sideways(browser, site, page_name):
+    """At 1280 px: SVG or at least half-resolution images, numbered captions, real alt text, no sideways scrolling."""
+    base, _ = site
+    page, _ = open_page(browser, base, f"{page_name}.html")
+    try:
+        if page.locator(".math").count():
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.math')].every(m => m.querySelector('mjx-container'))"
+            )
+        problems = page.evaluate(_FIGURE_AUDIT)
+    finally:
+        page.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page_name", CHAPTER_PAGES)
+def test_every_chapter_ends_with_check_yourself_and_exercises_listing_the_graded_parts(browser, site, page_name):
+    base, _ = site
+    page, _ = open_page(browser, base, f"{page_name}.html")
+    try:
+        headings = page.locator("main h2").all_inner_texts()
+        parts = page.locator("main ol.exercise-parts > li").all_inner_texts()
+        dropdowns = page.locator("main details, main .dropdown").count()
+    finally:
+        page.close()
+    titles = [h.strip().rstrip("#¶ ").strip() for h in headings]
+    assert titles[-2:] == ["Check yourself", "Exercises"], titles
+    assert parts and all(re.search(r"\(\d+(\.\d+)? points?\)$", p.strip()) for p in parts), parts
+    assert dropdowns >= 5, f"only {dropdowns} answer dropdowns on the page"
