@@ -44,6 +44,7 @@ def plot_matrix(
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(False)  # the style's grid lines would cross the cells
     return ax
 
 
