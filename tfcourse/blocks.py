@@ -16,6 +16,7 @@ With ``residual_attention=True`` a layer adds the previous layer's raw attention
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -32,12 +33,52 @@ __all__ = [
     "Encoder",
     "FeedForward",
     "TransformerLayer",
+    "activation_name",
     "deepnorm_constants",
     "deepnorm_init_",
 ]
 
 _NORMS = ("post", "pre", "deepnorm")
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+_ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+def activation_name(activation: object) -> str:
+    """The name (a key of :class:`FeedForward`'s activations) of a PyTorch layer's ``activation``.
+
+    ``nn.TransformerEncoderLayer`` and ``nn.TransformerDecoderLayer`` take the strings ``"relu"`` and
+    ``"gelu"`` or any callable. The callables recognised are ``F.relu``/``torch.relu``/``nn.ReLU()``,
+    ``F.gelu``/``nn.GELU()`` and their tanh approximations (``partial(F.gelu, approximate="tanh")``,
+    ``nn.GELU(approximate="tanh")``), and ``F.silu``/``nn.SiLU()``. Anything else raises ``ValueError``
+    naming it, instead of being replaced by a different function.
+    """
+    gelu_names = {"none": "gelu", "tanh": "gelu_tanh"}  # by GELU's `approximate` argument
+    if isinstance(activation, str):
+        if activation in ("relu", "gelu"):
+            return activation
+    elif activation is F.relu or activation is torch.relu or isinstance(activation, nn.ReLU):
+        return "relu"
+    elif activation is F.silu or isinstance(activation, nn.SiLU):
+        return "silu"
+    elif activation is F.gelu:
+        return "gelu"
+    elif isinstance(activation, nn.GELU):
+        if activation.approximate in gelu_names:
+            return gelu_names[activation.approximate]
+    elif isinstance(activation, partial) and activation.func is F.gelu and not activation.args:
+        if set(activation.keywords) <= {"approximate"}:
+            approximate = activation.keywords.get("approximate", "none")
+            if approximate in gelu_names:
+                return gelu_names[approximate]
+    raise ValueError(
+        f"activation {activation!r} has no tfcourse equivalent; supported: 'relu', 'gelu', F.relu, torch.relu, "
+        "nn.ReLU(), F.gelu, nn.GELU(approximate='none'|'tanh'), partial(F.gelu, approximate='tanh'), F.silu, "
+        "nn.SiLU()"
+    )
 
 
 class FeedForward(nn.Module):
@@ -110,7 +151,8 @@ class TransformerLayer(nn.Module):
         d_ff: hidden width of the feed-forward network.
         norm: ``"post"``, ``"pre"`` or ``"deepnorm"`` (see the module docstring).
         dropout: dropout probability.
-        activation: ``"relu"``, ``"gelu"`` or ``"gelu_tanh"`` (the tanh approximation, GPT-2's and Funnel's).
+        activation: ``"relu"``, ``"gelu"``, ``"gelu_tanh"`` (the tanh approximation, GPT-2's and Funnel's)
+            or ``"silu"``.
         cross_attention: add a sublayer attending to an encoder's output (decoder layers).
         residual_attention: RealFormer: add ``prev_scores`` to the self-attention scores and return the sum.
         deepnorm_alpha: α for ``norm="deepnorm"``.
@@ -231,7 +273,7 @@ class TransformerLayer(nn.Module):
         is_decoder = isinstance(layer, nn.TransformerDecoderLayer)
         if not (is_decoder or isinstance(layer, nn.TransformerEncoderLayer)):
             raise TypeError(f"layer must be a PyTorch Transformer layer, got {type(layer).__name__}")
-        activation = "gelu" if layer.activation is F.gelu or isinstance(layer.activation, nn.GELU) else "relu"
+        activation = activation_name(layer.activation)
         d_model, d_ff = layer.linear1.in_features, layer.linear1.out_features
         ours = cls(
             d_model,
