@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from tfcourse._checks import check_nonnegative_int, check_positive_int
 
-__all__ = ["TrainingLog", "fit", "lr_multiplier"]
+__all__ = ["TrainingLog", "evaluation_windows", "fit", "lm_loss", "lr_multiplier"]
 
 SCHEDULES = ("cosine", "inverse_sqrt", "constant")
 
@@ -128,3 +128,37 @@ def fit(
     model.eval()
     log.seconds = time.perf_counter() - start
     return log
+
+
+def evaluation_windows(ids: torch.Tensor, count: int, length: int) -> torch.Tensor:
+    """``(count, length)`` windows at evenly spaced offsets of a ``(N,)`` stream of ids, first and last
+    included: a fixed evaluation set, the same at every evaluation and in every run (no random draw)."""
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be a 1-D stream of token ids, got shape {tuple(ids.shape)}")
+    check_positive_int("count", count)
+    if not 1 < length <= ids.numel():
+        raise ValueError(f"length must be in 2..{ids.numel()} for a stream of {ids.numel()} ids, got {length}")
+    starts = torch.linspace(0, ids.numel() - length, count).round().long()  # (count,)
+    return ids[starts[:, None] + torch.arange(length)]  # (count, length)
+
+
+def lm_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats per predicted token) of a language model over ``(B, T)`` windows.
+
+    ``model.loss(ids)`` must return the mean loss of a batch (as :meth:`tfcourse.models.gpt.GPT.loss` does);
+    the windows are scored ``batch_size`` at a time, in eval mode and without gradients, on the model's
+    device, and the model's training mode is restored. ``math.exp`` of the result is the perplexity.
+    """
+    if windows.dim() != 2 or windows.shape[1] < 2:
+        raise ValueError(f"windows must be (B, T) with T >= 2, got shape {tuple(windows.shape)}")
+    check_positive_int("batch_size", batch_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, windows.shape[0], batch_size):
+            batch = windows[start : start + batch_size].to(device)  # (b, T)
+            total += float(model.loss(batch)) * batch.shape[0]  # every window predicts T - 1 tokens
+    model.train(was_training)
+    return total / windows.shape[0]
