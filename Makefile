@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test lint benchmark release clean
+.PHONY: book pdf test lint benchmark release clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 book: $(STAMP)  ## Execute every chapter and build the HTML book into _build/html.
 	$(BIN)/jupyter-book build -W -n --keep-going .
+
+pdf: book  ## Print the built book into one PDF, _build/html/transformers-verified.pdf (the landing page links it).
+	tools/setup_browser.sh
+	$(BIN)/python tools/build_pdf.py
 
 test: $(STAMP)  ## Lint, then run the whole test suite (the book build and a browser check included).
 	$(BIN)/ruff check .

@@ -334,3 +334,135 @@ def test_every_chapter_ends_with_check_yourself_and_exercises_listing_the_graded
     assert titles[-2:] == ["Check yourself", "Exercises"], titles
     assert parts and all(re.search(r"\(\d+(\.\d+)? points?\)$", p.strip()) for p in parts), parts
     assert dropdowns >= 5, f"only {dropdowns} answer dropdowns on the page"
+
+
+# The site around the chapters: theme, search, API reference and PDF.
+
+# Elements that scroll sideways (a code block wider than the column) at the width of a laptop window.
+SIDEWAYS = """() => [...document.querySelectorAll('article.bd-article *')].filter(e =>
+    ['auto', 'scroll'].includes(getComputedStyle(e).overflowX) && e.clientWidth > 0
+    && e.scrollWidth > e.clientWidth + 1
+).map(e => `${e.tagName.toLowerCase()} (${e.clientWidth} px shown of ${e.scrollWidth}): `
+    + (e.innerText || '').trim().split('\\n').sort((a, b) => b.length - a.length)[0].slice(0, 100))"""
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page_name", toc_pages())
+def test_no_empty_header_bar_and_nothing_scrolls_sideways_at_1280px(browser, site, page_name):
+    base, _ = site
+    page, _ = open_page(browser, base, f"{page_name}.html")
+    try:
+        header = page.evaluate(
+            """() => { const h = document.querySelector('#pst-header');
+                 return h ? {height: h.getBoundingClientRect().height, text: h.innerText.trim()} : null; }"""
+        )
+        assert header is None or header["height"] == 0, f"a top bar above the page: {header}"
+        assert page.locator(".search-button-field:visible").count() <= 1, "more than one search box"
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280, "the page scrolls sideways"
+        wide = page.evaluate(SIDEWAYS)
+        assert not wide, "elements that scroll sideways at 1280 px (longest line shown):\n" + "\n".join(wide)
+    finally:
+        page.close()
+
+
+@pytest.mark.book
+def test_search_snippets_are_page_text_not_button_labels(browser, site):
+    base, _ = site
+    page, errors = open_page(browser, base, "search.html?q=causal")
+    try:
+        page.wait_for_function("() => document.querySelectorAll('#search-results li p.context').length >= 3")
+        page.wait_for_timeout(1000)  # the snippets of the first results arrive one fetch at a time
+        results = page.evaluate(
+            """() => [...document.querySelectorAll('#search-results li')].filter(li => li.querySelector('p.context'))
+                 .map(li => ({href: li.querySelector('a').href, text: li.querySelector('p.context').innerText}))"""
+        )
+        for result in results[:6]:
+            snippet = re.sub(r"\s+", " ", result["text"]).strip().strip(".").strip()
+            assert "causal" in snippet.lower(), result
+            target = browser.new_page()
+            try:
+                target.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
+                target.goto(result["href"].split("#")[0], wait_until="domcontentloaded")
+                article = target.evaluate(
+                    "() => document.querySelector('article.bd-article').textContent.replace(/\\s+/g, ' ')"
+                )
+                labels = target.evaluate("() => document.querySelector('.bd-header-article').textContent")
+            finally:
+                target.close()
+            head = snippet[:60]
+            assert head in article, f"snippet {head!r} is not text of {result['href']}"
+            for label in (".ipynb", ".pdf", "Open issue", "Print to PDF"):
+                if label in labels:
+                    assert label not in snippet, f"a button label in the snippet for {result['href']}: {snippet!r}"
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def _documented_objects(html: Path) -> dict[str, str]:
+    """``{object id: API page}`` of every object the API pages document (``id="tfcourse.masks.causal_mask"``)."""
+    found = {}
+    for page in (html / "api").rglob("*.html"):
+        for object_id in re.findall(r'<dt class="sig sig-object py" id="(tfcourse\.[^"]+)"', page.read_text()):
+            found[object_id] = page.relative_to(html).as_posix()
+    return found
+
+
+@pytest.mark.book
+def test_api_has_a_page_per_module_and_chapter_links_reach_it(browser, site):
+    base, html = site
+    documented = _documented_objects(html)
+    assert {"api/masks.html", "api/attention.html", "api/models/bert.html"} <= set(documented.values())
+    # Every cross-reference from a chapter to the library opens the API page that documents that object.
+    links = 0
+    for chapter in sorted((html / "chapters").glob("*.html")):
+        for href in re.findall(r'<a class="reference internal" href="([^"]*#tfcourse\.[^"]+)"', chapter.read_text()):
+            path, anchor = href.split("#")
+            target = (chapter.parent / path).resolve().relative_to(html.resolve()).as_posix()
+            assert documented.get(anchor) == target, f"{chapter.name}: {href} does not open {anchor}'s page"
+            links += 1
+    assert links >= 20, f"only {links} links from the chapters into the API reference"
+    # And in the browser: the chapter on masks links causal_mask, and the link lands on its entry.
+    page, errors = open_page(browser, base, "chapters/04-masks.html")
+    try:
+        page.locator('a.reference.internal[href*="#tfcourse.masks."]').first.click()
+        page.wait_for_load_state("load")
+        assert page.url.split("#")[0].endswith("/api/masks.html"), page.url
+        anchor = page.url.split("#")[1]
+        assert page.locator(f'[id="{anchor}"]').is_visible()
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+@pytest.mark.book
+@pytest.mark.pdf
+def test_pdf_builds_and_the_landing_page_links_it(browser, site, built_book):
+    base, html = site
+    build_pdf = _load_tool("build_pdf")
+    pdf = build_pdf.main(["--output", str(html.parents[1])])
+    assert pdf == html / build_pdf.PDF_NAME
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert build_pdf.page_count(data) >= 100
+    titles = build_pdf.outline_titles(data)
+    chapters = [
+        re.search(r"^# (.+)$", p.read_text(encoding="utf-8"), re.M).group(1) for p in (ROOT / "chapters").glob("*.md")
+    ]
+    missing = [title for title in chapters if not any(t.startswith(title) for t in titles)]
+    assert not missing, f"chapters missing from the PDF's outline: {missing}"
+    page, _ = open_page(browser, base, "intro.html")
+    try:
+        link = page.locator(f'a[href$="{build_pdf.PDF_NAME}"]')
+        assert link.count() == 1, "the landing page does not link the PDF"
+        response = page.request.get(link.evaluate("a => a.href"))
+        assert response.ok and response.body().startswith(b"%PDF-")
+    finally:
+        page.close()
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -20,7 +20,7 @@ from importlib import resources
 __all__ = ["HELD_OUT", "Play", "corpus_text", "play_text", "plays", "provenance"]
 
 HELD_OUT = ("hamlet", "the-tempest")
-"""Plays no model in the book trains on: the held-out split."""
+"""The plays of the held-out split, which no model in the book trains on."""
 
 SPLITS = ("train", "heldout", "all")
 

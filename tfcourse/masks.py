@@ -1,6 +1,6 @@
 """Attention masks: the one convention used everywhere in tfcourse.
 
-**A mask is a ``torch.bool`` tensor in which True means "this query may attend to this key".** It
+**A mask is a** ``torch.bool`` **tensor in which True means "this query may attend to this key".** It
 broadcasts to the scores' shape ``(B, H, Tq, Tk)``: rows are queries, columns are keys. Masks combine
 with ``&`` (a pair is allowed only if every mask allows it); additive float biases (relative positions,
 ALiBi-style penalties) combine with ``+``. :func:`mask_to_bias` is the single place where a boolean mask

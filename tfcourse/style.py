@@ -17,10 +17,10 @@ COLUMN_WIDTH = 6.4
 """Width in inches of a figure that fills the book's text column."""
 
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-"""Okabe–Ito: blue, orange, green, vermillion, purple, sky blue, yellow, black."""
+"""The Okabe–Ito palette (blue, orange, green, vermillion, purple, sky blue, yellow, black)."""
 
 SEQUENTIAL = "viridis"
-"""Colormap for magnitudes (attention weights, masks): perceptually uniform and colour-blind safe."""
+"""Colormap for magnitudes (attention weights, masks), perceptually uniform and colour-blind safe."""
 DIVERGING = "RdBu_r"
 """Colormap for signed values centred on zero (differences, correlations)."""
 

@@ -124,8 +124,8 @@ def lm_windows(ids: torch.Tensor, batch_size: int, length: int, generator: torch
 
 TOKENIZER_KINDS = ("bpe", "wordpiece")
 VOCAB_SIZE = 2048
-"""Vocabulary size of the book's tokenizers: small enough for tiny models, large enough that common words are
-single tokens."""
+"""Vocabulary size of the book's tokenizers, small enough for tiny models and large enough that common words
+are single tokens."""
 
 
 def _tokenizer_file(kind: str):

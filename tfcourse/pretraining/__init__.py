@@ -8,7 +8,7 @@ drawn on the generator's device and then moved to the data, so a CPU seed gives 
 positions carry a label, the rest hold ``-100``, the ``ignore_index`` of ``F.cross_entropy``::
 
     input_ids   [CLS]  the  cat  sat  on  the  mat  [SEP]
-    corrupted   [CLS]  the [MASK] sat  on  dog  mat  [SEP]     <- "dog": random; "mat" selected, unchanged
+    corrupted   [CLS]  the [MASK] sat  on  dog  mat  [SEP]   <- "dog" random, "mat" kept
     labels      -100  -100  cat -100 -100  the  mat  -100
 
 **Next-sentence prediction** (Devlin et al. 2019, §3.1): pairs ``[CLS] A [SEP] B [SEP]`` in which B is the
