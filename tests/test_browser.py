@@ -379,16 +379,17 @@ def test_search_snippets_are_page_text_not_button_labels(browser, site):
         for result in results[:6]:
             snippet = re.sub(r"\s+", " ", result["text"]).strip().strip(".").strip()
             assert "causal" in snippet.lower(), result
-            target = browser.new_page()
-            try:
-                target.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
-                target.goto(result["href"].split("#")[0], wait_until="domcontentloaded")
-                article = target.evaluate(
-                    "() => document.querySelector('article.bd-article').textContent.replace(/\\s+/g, ' ')"
-                )
-                labels = target.evaluate("() => document.querySelector('.bd-header-article').textContent")
-            finally:
-                target.close()
+            # The page's text: its article as served, without scripts, styles, buttons and toggles' labels.
+            article, labels = page.evaluate(
+                """async (href) => {
+                     const doc = new DOMParser().parseFromString(await (await fetch(href)).text(), 'text/html');
+                     const labels = doc.querySelector('.bd-header-article').textContent;
+                     const article = doc.querySelector('article.bd-article');
+                     article.querySelectorAll('script, style, button, summary, .headerlink').forEach(e => e.remove());
+                     return [article.textContent.replace(/\\s+/g, ' '), labels];
+                   }""",
+                result["href"].split("#")[0],
+            )
             head = snippet[:60]
             assert head in article, f"snippet {head!r} is not text of {result['href']}"
             for label in (".ipynb", ".pdf", "Open issue", "Print to PDF"):

@@ -95,7 +95,7 @@ class PairBatch(NamedTuple):
     input_ids: torch.Tensor
     """``[CLS] A [SEP] B [SEP]`` then padding."""
     token_type_ids: torch.Tensor
-    """Segment ids: 0 for ``[CLS] A [SEP]``, 1 for ``B [SEP]``, 0 on padding."""
+    """The segment ids, 0 for ``[CLS] A [SEP]``, 1 for ``B [SEP]`` and 0 on padding."""
     valid: torch.Tensor
     """bool, True at real tokens."""
     labels: torch.Tensor
