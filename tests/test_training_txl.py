@@ -7,6 +7,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from tfcourse import checkpoints
@@ -24,14 +25,15 @@ def _script():
 
 def test_a_short_run_learns_and_its_checkpoint_loads_back(tmp_path):
     script = _script()
-    args = ["--steps", "30", "--batch", "8", "--segment", "16", "--train-mem", "16", "--quiet"]
+    args = ["--steps", "20", "--batch", "8", "--segment", "16", "--train-mem", "16", "--quiet"]
     meta = script.main([*args, "--eval-streams", "2", "--eval-len", "300", "--out", str(tmp_path)])
     for log in (meta["training"], meta["vanilla"]["training"]):
         losses = log["losses"]
-        assert len(losses) == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
+        assert len(losses) == 20 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
     assert set(meta["evaluation"]) == {str(m) for m in script.EVAL_MEMORIES}
     for row in meta["evaluation"].values():
-        assert row["perplexity"] == round(math.exp(row["loss"]), 2) and len(row["loss_by_position_in_segment"]) == 16
+        assert row["perplexity"] == pytest.approx(math.exp(row["loss"]), rel=1e-3)
+        assert len(row["loss_by_position_in_segment"]) == 16
 
     model, saved = checkpoints.load_checkpoint("ch10-txl-memory", TransformerXL, TransformerXLConfig, tmp_path)
     assert saved["train_mem"] == model.config.mem_len == 16 and saved["script"] == "training/txl_memory.py"
