@@ -1,8 +1,12 @@
-"""Checks shared by the decoding functions (:mod:`tfcourse.generation`, :mod:`tfcourse.beam_search`)."""
+"""Checks and settings shared by the decoding functions (:mod:`tfcourse.generation`, :mod:`tfcourse.beam_search`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 
 def check_left_padded(prompt_ids: torch.Tensor, prompt_valid: torch.Tensor | None) -> torch.Tensor:
@@ -30,3 +34,28 @@ def check_context(prompt_len: int, max_new_tokens: int, max_len: int) -> int:
             f"context of max_len={max_len} tokens"
         )
     return total
+
+
+# Below this many parameters a decoding step is a few hundred tiny kernels: a second thread only adds
+# hand-over latency (and on a busy machine waits for a core), so CPU decoding then runs on one thread.
+SINGLE_THREAD_BELOW = 5_000_000
+
+
+@contextmanager
+def decoding_threads(model: nn.Module) -> Iterator[int]:
+    """Run a CPU decoding loop on one thread when ``model`` is small, restoring the thread count after.
+
+    Yields the number of threads in use. GPU models and models of at least :data:`SINGLE_THREAD_BELOW`
+    parameters leave the setting alone.
+    """
+    before = torch.get_num_threads()
+    weight = next(model.parameters())
+    small = weight.device.type == "cpu" and sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_BELOW
+    if not small or before == 1:
+        yield before
+        return
+    torch.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        torch.set_num_threads(before)

@@ -205,7 +205,7 @@ def _fused_attention(q, k, v, mask, bias, scale, dropout_p, causal) -> torch.Ten
     mask = mask if mask is None else mask.reshape((1,) * (2 - mask.dim()) + mask.shape)
     bias = bias if bias is None else bias.reshape((1,) * (2 - bias.dim()) + bias.shape)
     is_causal = causal and mask is None and bias is None and q.shape[-2] == k.shape[-2]
-    if causal and not is_causal:
+    if causal and not is_causal and q.shape[-2] > 1:  # a single query is the last position: it sees every key
         causal_part = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
         mask = causal_part if mask is None else mask & causal_part
     if isinstance(scale, torch.Tensor):

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 from tfcourse._checks import check_positive_int
-from tfcourse._decoding import check_context, check_left_padded
+from tfcourse._decoding import check_context, check_left_padded, decoding_threads
 from tfcourse.models._embedding import check_token_ids
 from tfcourse.models.gpt import GPT
 
@@ -101,9 +101,20 @@ def beam_search(
         A :class:`BeamSearchOutput`.
     """
     _check_arguments(model, prompt_ids, max_new_tokens, num_beams, eos_token_id, early_stopping, num_return_sequences)
+    with decoding_threads(model):
+        return _beam_search(
+            model, prompt_ids, max_new_tokens, num_beams, float(length_penalty), eos_token_id, pad_token_id,
+            prompt_valid, early_stopping, num_return_sequences,
+        )  # fmt: skip
+
+
+def _beam_search(
+    model, prompt_ids, max_new_tokens, num_beams, penalty, eos_token_id, pad_token_id, prompt_valid,
+    early_stopping, num_return_sequences,
+) -> BeamSearchOutput:  # fmt: skip
     prompt_valid = check_left_padded(prompt_ids, prompt_valid)
     b, t = prompt_ids.shape
-    k, n, penalty = num_beams, max_new_tokens, float(length_penalty)
+    k, n = num_beams, max_new_tokens
     total = check_context(t, n, model.config.max_len)
     vocab, device = model.config.vocab_size, prompt_ids.device
 
@@ -114,6 +125,7 @@ def beam_search(
     valid = torch.ones(b * k, total, dtype=torch.bool, device=device)  # generated tokens of running beams are real
     valid[:, :t] = prompt_valid.repeat_interleave(k, dim=0)
     caches = model.new_caches(b * k, total)
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B·K, T + N) position of every column
     # All beams start as the prompt; only beam 0 may extend it at the first step, or K copies would.
     running = torch.zeros(b, k, device=device)  # (B, K) total log-probability of each beam
     running[:, 1:] = _UNREACHABLE
@@ -172,8 +184,9 @@ def beam_search(
         searching &= ~done.all(dim=-1) | (best_possible > done_scores.min(dim=-1).values)
         if not bool(searching.any()) or (early_stopping is True and bool(done.all())):
             break
-        new = tokens[:, t + step : t + step + 1]  # (B·K, 1)
-        logits = model(new, valid=valid[:, : t + step + 1], caches=caches)[:, -1]
+        column = slice(t + step, t + step + 1)
+        logits = model(tokens[:, column], valid=valid[:, : column.stop], positions=positions[:, column], caches=caches)
+        logits = logits[:, -1]  # (B·K, V)
 
     r = num_return_sequences
     lengths = done_lengths[:, :r].reshape(b * r)  # (B·R,)

@@ -1,4 +1,4 @@
-"""Autoregressive generation: greedy and sampled decoding, with or without a KV cache.
+"""Autoregressive generation: greedy and sampled decoding, with or without a KV cache, and beam search.
 
 Generation is serial: each step turns the logits of the last position into one new token and feeds it
 back. Without a cache every step re-runs the model over the whole sequence, so the cost of step ``n``
@@ -7,7 +7,8 @@ and reads the earlier keys and values from the cache, with the same result.
 
 Prompts of different lengths share a batch through *left* padding: every row's newest token is then in
 the same column, and the model's ``valid`` mask and per-row positions make each row compute exactly
-what it would alone.
+what it would alone. :func:`~tfcourse.beam_search.beam_search` (re-exported here) keeps the ``K`` best
+sequences instead of one.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from typing import NamedTuple
 import torch
 
 from tfcourse._checks import check_nonnegative_int, check_rank
-from tfcourse._decoding import check_context, check_left_padded
+from tfcourse._decoding import SINGLE_THREAD_BELOW, check_context, check_left_padded, decoding_threads
 from tfcourse.beam_search import BeamSearchOutput, beam_search
 from tfcourse.models._embedding import check_token_ids
 from tfcourse.models.gpt import GPT
 from tfcourse.models.seq2seq import Seq2Seq
 
 __all__ = [
+    "SINGLE_THREAD_BELOW",
     "BeamSearchOutput",
     "GenerationOutput",
     "beam_search",
     "choose_next_token",
+    "decoding_threads",
     "filter_logits",
     "generate",
     "generate_seq2seq",
@@ -128,6 +131,45 @@ def choose_next_token(
     return torch.multinomial(probs.to(sample_device), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
+def _fill_loop(
+    next_logits: Callable[[int], torch.Tensor],
+    tokens: torch.Tensor,
+    valid: torch.Tensor,
+    start: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    return_logits: bool,
+    choose: Callable[[torch.Tensor], torch.Tensor],
+) -> GenerationOutput:
+    """Fill columns ``start, start + 1, …`` of the preallocated ``(B, start + N)`` buffers in place.
+
+    ``next_logits(length)`` gives the ``(B, V)`` logits of the token after the first ``length`` columns.
+    ``valid`` arrives True in the columns to fill; a row's columns after its end token become False.
+    """
+    b, total = tokens.shape
+    finished = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+    collected = None
+    length = start
+    for length in range(start, total):
+        logits = next_logits(length)  # (B, V)
+        if return_logits:
+            if collected is None:
+                collected = torch.empty(b, total - start, logits.shape[-1], device=logits.device)
+            collected[:, length - start] = logits
+        new = choose(logits)  # (B,)
+        if eos_token_id is None:
+            tokens[:, length] = new
+            continue
+        tokens[:, length] = new.masked_fill_(finished, pad_token_id)
+        valid[:, length] = ~finished
+        finished |= new == eos_token_id
+        if bool(finished.all()):
+            break
+    end = length + 1 if total > start else start  # columns filled
+    logits_out = None if collected is None else collected[:, : end - start]
+    return GenerationOutput(tokens[:, :end], valid[:, :end], logits_out)
+
+
 def _decode_loop(
     next_logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     tokens: torch.Tensor,
@@ -138,22 +180,24 @@ def _decode_loop(
     return_logits: bool,
     choose: Callable[[torch.Tensor], torch.Tensor],
 ) -> GenerationOutput:
-    """Append up to ``max_new_tokens`` tokens; ``next_logits(tokens, valid)`` gives the ``(B, V)`` logits."""
-    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-    step_logits = []
-    for _ in range(max_new_tokens):
-        logits = next_logits(tokens, valid)  # (B, V)
-        if return_logits:
-            step_logits.append(logits.float())
-        new = torch.where(finished, pad_token_id, choose(logits))  # (B,)
-        tokens = torch.cat([tokens, new[:, None]], dim=1)
-        valid = torch.cat([valid, ~finished[:, None]], dim=1)
-        if eos_token_id is not None:
-            finished |= new == eos_token_id
-            if bool(finished.all()):
-                break
-    logits_out = torch.stack(step_logits, dim=1) if return_logits and step_logits else None
-    return GenerationOutput(tokens, valid, logits_out)
+    """Append up to ``max_new_tokens`` tokens; ``next_logits(tokens, valid)`` gives the ``(B, V)`` logits of
+    the token after the prefix it is shown (views of preallocated buffers). Used by T5's ``generate``."""
+    start = tokens.shape[1]
+    buffer, valid_buffer = _buffers(tokens, valid, start + max_new_tokens, pad_token_id)
+    return _fill_loop(
+        lambda length: next_logits(buffer[:, :length], valid_buffer[:, :length]),
+        buffer, valid_buffer, start, eos_token_id, pad_token_id, return_logits, choose,
+    )  # fmt: skip
+
+
+def _buffers(prompt_ids: torch.Tensor, prompt_valid: torch.Tensor, total: int, pad_token_id: int):
+    """``(B, total)`` token and validity buffers holding the prompt; the rest is padding, marked valid."""
+    b, t = prompt_ids.shape
+    tokens = torch.full((b, total), pad_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    tokens[:, :t] = prompt_ids
+    valid = torch.ones(b, total, dtype=torch.bool, device=prompt_ids.device)
+    valid[:, :t] = prompt_valid
+    return tokens, valid
 
 
 @torch.no_grad()
@@ -171,6 +215,11 @@ def generate(
 ) -> GenerationOutput:
     """Continue each prompt with a decoder-only model.
 
+    The output buffers are allocated once; with the cache each step runs the model on one token per
+    row, reading its position from a table made up front and its attention mask as a slice of the
+    validity buffer, so the cost of a step stays flat as the sequence grows. Small models decode on one
+    CPU thread (:func:`decoding_threads`).
+
     Args:
         model: a :class:`~tfcourse.models.gpt.GPT`.
         prompt_ids: ``(B, T)`` prompts, left-padded when their lengths differ.
@@ -179,26 +228,34 @@ def generate(
         use_cache: decode with one KV cache per layer (same result, much faster).
         eos_token_id: a row stops after producing it; later positions hold ``pad_token_id``.
         pad_token_id: filler after a row has finished.
-        return_logits: also return each step's logits.
-        **sampling: ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_tokens_to_keep``, ``generator`` for
-            :func:`choose_next_token` (greedy by default).
+        return_logits: also return each step's logits. After a row's end token its logits are those
+            its padding produces, which nothing uses.
+        **sampling: ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_tokens_to_keep``, ``generator``
+            for :func:`choose_next_token` (greedy by default).
     """
     check_token_ids("prompt_ids", prompt_ids, model.config.vocab_size)
     check_nonnegative_int("max_new_tokens", max_new_tokens)
-    valid = check_left_padded(prompt_ids, prompt_valid)
-    total = check_context(prompt_ids.shape[1], max_new_tokens, model.config.max_len)
+    prompt_valid = check_left_padded(prompt_ids, prompt_valid)
+    t = prompt_ids.shape[1]
+    total = check_context(t, max_new_tokens, model.config.max_len)
+    tokens, valid = _buffers(prompt_ids, prompt_valid, total, pad_token_id)
     caches = model.new_caches(prompt_ids.shape[0], total) if use_cache else None
+    # Position of every column: real prompt tokens count 0, 1, …; generated ones continue from there.
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, T + N)
 
-    def next_logits(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def next_logits(length: int) -> torch.Tensor:
         if caches is None:
-            return model(tokens, valid=valid)[:, -1]
-        new = tokens[:, caches[0].length :]  # the whole prompt first, then one token per step
-        return model(new, valid=valid, caches=caches)[:, -1]
+            return model(tokens[:, :length], valid=valid[:, :length])[:, -1]
+        if length == t:  # the whole prompt first
+            return model(tokens[:, :t], valid=valid[:, :t], caches=caches)[:, -1]
+        step = slice(length - 1, length)
+        return model(tokens[:, step], valid=valid[:, :length], positions=positions[:, step], caches=caches)[:, -1]
 
-    return _decode_loop(
-        next_logits, prompt_ids, valid, max_new_tokens, eos_token_id, pad_token_id, return_logits,
-        lambda logits: choose_next_token(logits, **sampling),
-    )  # fmt: skip
+    with decoding_threads(model):
+        return _fill_loop(
+            next_logits, tokens, valid, t, eos_token_id, pad_token_id, return_logits,
+            lambda logits: choose_next_token(logits, **sampling),
+        )  # fmt: skip
 
 
 @torch.no_grad()
@@ -222,18 +279,21 @@ def generate_seq2seq(
     check_nonnegative_int("max_new_tokens", max_new_tokens)
     if 1 + max_new_tokens > c.max_len:
         raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's context of max_len={c.max_len}")
-    src_valid = model.source_valid(src_ids, src_valid)
-    memory = model.encode(src_ids, src_valid)
-    batch = src_ids.shape[0]
-    caches = model.new_caches(batch, src_ids.shape[1], 1 + max_new_tokens) if use_cache else (None, None)
+    with decoding_threads(model):
+        src_valid = model.source_valid(src_ids, src_valid)
+        memory = model.encode(src_ids, src_valid)
+        batch = src_ids.shape[0]
+        caches = model.new_caches(batch, src_ids.shape[1], 1 + max_new_tokens) if use_cache else (None, None)
+        start = torch.full((batch, 1), c.bos_id, dtype=torch.long, device=src_ids.device)
+        tokens, valid = _buffers(start, torch.ones_like(start, dtype=torch.bool), 1 + max_new_tokens, c.pad_id)
 
-    def next_logits(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        if caches[0] is None:
-            return model.decode(tokens, memory, src_valid)[:, -1]
-        return model.decode(tokens[:, -1:], memory, src_valid, caches=caches[0], cross_caches=caches[1])[:, -1]
+        def next_logits(length: int) -> torch.Tensor:
+            if caches[0] is None:
+                return model.decode(tokens[:, :length], memory, src_valid)[:, -1]
+            new = tokens[:, length - 1 : length]
+            return model.decode(new, memory, src_valid, caches=caches[0], cross_caches=caches[1])[:, -1]
 
-    start = torch.full((batch, 1), c.bos_id, dtype=torch.long, device=src_ids.device)
-    return _decode_loop(
-        next_logits, start, torch.ones_like(start, dtype=torch.bool), max_new_tokens, c.eos_id, c.pad_id,
-        return_logits, lambda logits: choose_next_token(logits, **sampling),
-    )  # fmt: skip
+        return _fill_loop(
+            next_logits, tokens, valid, 1, c.eos_id, c.pad_id, return_logits,
+            lambda logits: choose_next_token(logits, **sampling),
+        )  # fmt: skip

@@ -156,7 +156,12 @@ class GPT(nn.Module):
                 positions = torch.arange(past, past + t, device=input_ids.device)  # (T,)
             else:
                 positions = (valid.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T): real tokens only
-        mask = None if valid is None else attention_mask(valid[:, past:], valid)  # (B, 1, T, Tk)
+        if valid is None:
+            mask = None
+        elif t == 1:  # one new token (a cached decoding step): its row of the mask, without a causal part
+            mask = valid[:, None, None, :] & valid[:, -1:, None, None]  # (B, 1, 1, Tk) & (B, 1, 1, 1)
+        else:
+            mask = attention_mask(valid[:, past:], valid)  # (B, 1, T, Tk)
         x = self.dropout(self.embed(input_ids, positions))
         x = self.decoder(x, mask=mask, caches=caches, positions=positions, head_mask=head_mask)
         return self.lm_head(x)  # (B, T, V)
