@@ -5,6 +5,7 @@ CUDA variants carry the ``cuda`` marker and skip on machines without a GPU, so o
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,13 @@ def gen() -> torch.Generator:
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory) -> tuple[Path, str]:
-    """Build into a fresh output folder (no execution cache, no stale pages) and return the HTML folder."""
+    """Build into a fresh output folder (no execution cache, no stale pages) and return the HTML folder.
+
+    ``TFCOURSE_BUILT_BOOK=DIR`` reuses a build made with ``jupyter-book build -W -n --path-output DIR .`` and its
+    log in ``DIR/build.log``: for re-running the page tests while working on them, never in CI."""
+    prebuilt = os.environ.get("TFCOURSE_BUILT_BOOK")
+    if prebuilt and not os.environ.get("CI"):
+        return Path(prebuilt) / "_build" / "html", (Path(prebuilt) / "build.log").read_text(encoding="utf-8")
     jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if jupyter_book is None:
         pytest.fail("jupyter-book is not installed; install the project with its [book] extra")

@@ -9,7 +9,9 @@ An image becomes a sequence the way Image GPT and the Sparse Transformer flatten
 (row by row), each grey level one token. :func:`to_sequences` puts a class token first, so that a model trained
 on the sequences can be asked for a given digit::
 
-    [CLASS_OFFSET + digit, cell(0, 0), cell(0, 1), ..., cell(7, 7)]     (65 tokens, vocabulary of 27)
+    [CLASS_OFFSET + digit, cell(0, 0), cell(0, 1), ..., cell(7, 7)]
+
+65 tokens, from a vocabulary of 27 (17 grey levels and 10 class tokens).
 
 The held-out split (every fifth image of each digit) is never trained on.
 """
