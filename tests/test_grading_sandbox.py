@@ -85,11 +85,14 @@ def test_oversized_and_malformed_frames_are_refused():
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
     # Keys are mostly the wire's own, so the decoder's branches are reached with wrong-typed contents.
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["tensor", "float", "dtype", "list", "tuple", "dict", "opaque", "repr"]) | st.text(max_size=6),
-        inner,
-        max_size=3,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["tensor", "float", "dtype", "list", "tuple", "dict", "opaque", "repr"])
+            | st.text(max_size=6),
+            inner,
+            max_size=3,
+        )
     ),
     max_leaves=20,
 )
