@@ -1,7 +1,7 @@
 """Rebuild the book's tokenizers (tfcourse/data/tokenizers/*.json) from the corpus's training split.
 
-    python training/train_tokenizers.py          # writes bpe-2048.json and wordpiece-2048.json
-    python training/train_tokenizers.py --check  # exits 1 if the shipped files differ from a fresh training run
+python training/train_tokenizers.py          # writes bpe-2048.json and wordpiece-2048.json
+python training/train_tokenizers.py --check  # exits 1 if the shipped files differ from a fresh training run
 """
 
 from __future__ import annotations
