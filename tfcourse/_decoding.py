@@ -45,7 +45,7 @@ SINGLE_THREAD_BELOW = 5_000_000
 def decoding_threads(model: nn.Module) -> Iterator[int]:
     """Run a CPU decoding loop on one thread when ``model`` is small, restoring the thread count after.
 
-    Yields the number of threads in use. GPU models and models of at least :data:`SINGLE_THREAD_BELOW`
+    Yields the number of threads in use. GPU models and models of at least ``SINGLE_THREAD_BELOW``
     parameters leave the setting alone.
     """
     before = torch.get_num_threads()

@@ -20,16 +20,13 @@ import torch
 
 from tfcourse._checks import check_nonnegative_int, check_rank
 from tfcourse._decoding import SINGLE_THREAD_BELOW, check_context, check_left_padded, decoding_threads
-from tfcourse.beam_search import BeamSearchOutput, beam_search
 from tfcourse.models._embedding import check_token_ids
 from tfcourse.models.gpt import GPT
 from tfcourse.models.seq2seq import Seq2Seq
 
 __all__ = [
     "SINGLE_THREAD_BELOW",
-    "BeamSearchOutput",
     "GenerationOutput",
-    "beam_search",
     "choose_next_token",
     "decoding_threads",
     "filter_logits",
@@ -297,3 +294,13 @@ def generate_seq2seq(
             next_logits, tokens, valid, 1, c.eos_id, c.pad_id, return_logits,
             lambda logits: choose_next_token(logits, **sampling),
         )  # fmt: skip
+
+
+def __getattr__(name: str):
+    # Beam search lives in tfcourse.beam_search (documented there) and is re-exported here lazily: importing it
+    # eagerly would close an import cycle (beam_search -> models -> t5 -> generation -> beam_search).
+    if name in ("beam_search", "BeamSearchOutput"):
+        from tfcourse import beam_search as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
