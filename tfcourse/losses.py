@@ -40,7 +40,7 @@ def cross_entropy(
     ``torch.nn.functional.cross_entropy(label_smoothing=ε)``).
 
     Args:
-        logits: ``(..., V)`` scores, classes last (e.g. ``(B, T, V)``); computed in float32.
+        logits: ``(..., V)`` scores, classes last (e.g. ``(B, T, V)``); computed in at least float32.
         targets: ``(...)`` integer class ids in ``[0, V)``, or ``ignore_index`` at positions to skip
             (padding).
         label_smoothing: ε in ``[0, 1]``; 0 is the plain negative log-likelihood.
@@ -49,7 +49,7 @@ def cross_entropy(
             per-position losses (0 at ignored positions).
 
     Returns:
-        A float32 scalar, or ``(...)`` with ``reduction="none"``.
+        A scalar in float32 (float64 for float64 logits), or ``(...)`` with ``reduction="none"``.
     """
     check_floating("logits", logits)
     if targets.is_floating_point() or targets.dtype == torch.bool:
@@ -69,7 +69,8 @@ def cross_entropy(
     if keep.any() and (int(safe_targets.min()) < 0 or int(safe_targets.max()) >= vocab):
         raise ValueError(f"targets hold ids outside [0, {vocab}) that are not ignore_index={ignore_index}")
 
-    log_probs = logits.float().log_softmax(dim=-1)  # (..., V)
+    # Half precision is lifted to float32 for the softmax; float64 stays float64 (gradient checks need it).
+    log_probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=-1)  # (..., V)
     nll = -log_probs.gather(-1, safe_targets[..., None]).squeeze(-1)  # (...) −log p[y]
     losses = nll
     if label_smoothing > 0:
